@@ -1,0 +1,6 @@
+"""The `kiln` command."""
+
+from batchkiln.cli import demo, operate
+from batchkiln.cli.app import app
+
+__all__ = ["app", "demo", "operate"]

@@ -1,0 +1,212 @@
+"""`kiln`: thin edges over the engine. Each command parses, calls the Kiln, prints."""
+
+from __future__ import annotations
+
+import asyncio
+import sys
+from pathlib import Path
+from typing import Annotated, Any
+
+import orjson
+import typer
+from rich.console import Console
+from rich.live import Live
+
+from batchkiln import __version__
+from batchkiln.cli import views
+from batchkiln.cli.runtime import SIMULATED, Runtime, open_runtime
+from batchkiln.engine.export import ExportFormat, write_results
+from batchkiln.engine.kiln import JobStatus
+from batchkiln.engine.policy import JobOptions, RetryPolicy
+from batchkiln.intake import InputError, KeyConflict, validate_file
+from batchkiln.store import NotFound
+
+app = typer.Typer(
+    name="kiln",
+    help="Run LLM batch jobs through their whole lifecycle without losing a request"
+    " or paying twice.",
+    no_args_is_help=True,
+    add_completion=False,
+)
+console = Console()
+err = Console(stderr=True)
+
+ProviderOpt = Annotated[
+    str,
+    typer.Option(
+        "--provider", "-p",
+        help="openai | anthropic | simulator (OpenAI format, in-process, no keys)"
+        " | simulator-anthropic",
+    ),
+]
+ModelOpt = Annotated[str | None, typer.Option("--model", "-m", help="Model for every request.")]
+JsonOpt = Annotated[bool, typer.Option("--json", help="One JSON object, for scripts.")]
+
+
+def _wire(provider: str) -> str:
+    return "anthropic" if provider in ("anthropic", "simulator-anthropic") else "openai"
+
+
+def fail(message: str, code: int = 1) -> typer.Exit:
+    err.print(f"[red]error:[/] {message}")
+    return typer.Exit(code)
+
+
+def _print_json(payload: Any) -> None:
+    sys.stdout.write(orjson.dumps(payload, option=orjson.OPT_INDENT_2).decode() + "\n")
+
+
+@app.command()
+def version() -> None:
+    """Print the batchkiln version."""
+    console.print(f"batchkiln {__version__}")
+
+
+@app.command()
+def validate(
+    file: Annotated[Path, typer.Argument(help="Request file (JSONL).")],
+    provider: ProviderOpt = "openai",
+    model: ModelOpt = None,
+    endpoint: Annotated[str | None, typer.Option(help="OpenAI endpoint for plain lines.")] = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Check a request file and print the plan (requests, shards, bytes); sends nothing."""
+    try:
+        summary = validate_file(file, provider=_wire(provider), model=model, endpoint=endpoint)  # type: ignore[arg-type]
+    except InputError as exc:
+        raise fail(str(exc), 2) from None
+    except OSError as exc:
+        raise fail(f"{file}: {exc.strerror or exc}", 2) from None
+    if as_json:
+        _print_json({
+            "file": str(file), "provider": provider, "model": summary.model,
+            "endpoint": summary.endpoint, "requests": summary.count,
+            "wire_bytes": summary.wire_bytes, "fingerprint": summary.fingerprint,
+            "shards": [{"index": s.index, "requests": s.count, "wire_bytes": s.wire_bytes}
+                       for s in summary.shards],
+        })
+        return
+    console.print(f"[green]valid[/] {file}: {summary.count} requests for {summary.model}"
+                  f" ({summary.endpoint}), {summary.wire_bytes:,} bytes on the wire")
+    for s in summary.shards:
+        console.print(f"  shard {s.index}: requests {s.start}..{s.stop - 1}"
+                      f" ({s.count}, {s.wire_bytes:,} bytes)")
+
+
+@app.command()
+def submit(
+    file: Annotated[Path, typer.Argument(help="Request file (JSONL).")],
+    provider: ProviderOpt = "openai",
+    model: ModelOpt = None,
+    key: Annotated[str | None, typer.Option(help="Idempotency key (default: content fingerprint).")] = None,
+    endpoint: Annotated[str | None, typer.Option(help="OpenAI endpoint for plain lines.")] = None,
+    wait: Annotated[bool, typer.Option("--wait", help="Drive the job here until it is done.")] = False,
+    max_attempts: Annotated[int, typer.Option(help="Attempts per request, retries included.")] = 3,
+    auto_retry: Annotated[bool, typer.Option(help="Retry retryable failures as child batches.")] = True,
+    as_json: JsonOpt = False,
+) -> None:
+    """Submit a request file as a Job. The same key (or content) never submits twice."""
+    simulated = provider in SIMULATED
+    if simulated and not wait:
+        err.print("[dim]the simulator lives in this process: --wait is implied[/]")
+        wait = True
+    options = JobOptions(retry=RetryPolicy(max_attempts=max_attempts, auto_retry=auto_retry))
+
+    async def go() -> JobStatus:
+        async with open_runtime(simulated=simulated) as rt:
+            submitted = await rt.kiln.submit(file, provider=provider, model=model,
+                                             endpoint=endpoint, key=key, options=options)
+            if not as_json:
+                verb = "created" if submitted.created else "found existing"
+                err.print(f"{verb} job [bold]{submitted.job.id}[/] (key {submitted.job.key})")
+            if not wait:
+                await rt.kiln.run_once(job_id=submitted.job.id)  # submit now; a worker tracks it
+                return await rt.kiln.status(submitted.job.id)
+            return await drive(rt, submitted.job.id, quiet=as_json)
+
+    status = run_command(go)
+    if as_json:
+        _print_json(views.status_json(status))
+    else:
+        console.print(views.status_view(status, status.job.updated_at))
+    failed = status.counts.get("failed", 0) + status.counts.get("exhausted", 0)
+    if status.state == "done" and failed:
+        raise typer.Exit(1)
+
+
+async def drive(rt: Runtime, job_id: str, *, quiet: bool = False) -> JobStatus:
+    if quiet:
+        return await rt.kiln.run_until_done(job_id)
+    with Live(console=err, refresh_per_second=8, transient=False) as live:
+        return await rt.kiln.run_until_done(
+            job_id, on_progress=lambda s: live.update(views.status_view(s, rt.clock.now()))
+        )
+
+
+@app.command()
+def status(
+    job: Annotated[str | None, typer.Argument(help="Job id or key; none lists recent jobs.")] = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Show a Job and its batches, or list recent Jobs."""
+
+    async def go() -> Any:
+        async with open_runtime() as rt:
+            if job is None:
+                return [j.__dict__ for j in await rt.kiln.store.jobs.list()]
+            return await rt.kiln.status(job)
+
+    result = run_command(go)
+    if isinstance(result, list):
+        if as_json:
+            _print_json(result)
+        else:
+            console.print(views.jobs_table(result))
+        return
+    if as_json:
+        _print_json(views.status_json(result))
+    else:
+        console.print(views.status_view(result, result.job.updated_at))
+
+
+@app.command()
+def watch(job: Annotated[str, typer.Argument(help="Job id or key.")]) -> None:
+    """A live view of a Job, driving its due batches here until it is done."""
+
+    async def go() -> JobStatus:
+        async with open_runtime() as rt:
+            return await drive(rt, job)
+
+    run_command(go)
+
+
+@app.command()
+def results(
+    job: Annotated[str, typer.Argument(help="Job id or key.")],
+    output: Annotated[Path, typer.Option("-o", "--output", help="JSONL file to write.")] = Path(
+        "results.jsonl"
+    ),
+    fmt: Annotated[ExportFormat, typer.Option("--format", help="flat or vendor.")] = ExportFormat.FLAT,
+) -> None:
+    """Write one line per request, in input order, under your custom_ids."""
+
+    async def go() -> int:
+        async with open_runtime() as rt:
+            return await write_results(rt.kiln.store, job, output, fmt)
+
+    count = run_command(go)
+    console.print(f"wrote {count} results to {output}")
+
+
+def run_command(factory: Any) -> Any:
+    try:
+        return asyncio.run(factory())
+    except InputError as exc:
+        raise fail(str(exc), 2) from None
+    except KeyConflict as exc:
+        raise fail(str(exc), 2) from None
+    except NotFound as exc:
+        raise fail(str(exc), 2) from None
+    except OSError as exc:
+        raise fail(str(exc), 2) from None
+

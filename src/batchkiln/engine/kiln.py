@@ -1,0 +1,216 @@
+"""`Kiln`, the composition root: one store, one provider per vendor, one clock.
+
+It is the only code that moves states (through Submitter, Tracker and
+Ingestor); the CLI, the worker and the service call it and nothing else.
+"""
+
+from __future__ import annotations
+
+import os
+import random
+import socket
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from batchkiln.clock import Clock, SystemClock
+from batchkiln.engine.policy import JobOptions
+from batchkiln.engine.results import Ingestor
+from batchkiln.engine.schedule import Backoff
+from batchkiln.engine.submission import StepResult, Submitter
+from batchkiln.engine.tracking import Tracker
+from batchkiln.intake import batch_tag, derive_batch_key, iter_requests, job_key, validate_file
+from batchkiln.lifecycle import ENDED_AT_VENDOR, LIVE_AT_VENDOR, Event, State
+from batchkiln.providers.base import Provider, VendorError
+from batchkiln.store import BatchRow, JobRow, NewBatch, StaleTransition, Store
+
+
+@dataclass(frozen=True)
+class Submitted:
+    job: JobRow
+    created: bool  # False: the key already named this Job; nothing was submitted again
+
+
+@dataclass(frozen=True)
+class JobStatus:
+    job: JobRow
+    batches: list[BatchRow]
+    counts: dict[str, int]
+
+    @property
+    def state(self) -> str:
+        """One word for scripts: done, or the least advanced live batch state."""
+        if self.job.status == "done":
+            return "done"
+        live = [b for b in self.batches if b.state != State.DONE]
+        if not live:
+            return "awaiting_retry" if self.counts.get("pending") else "done"
+        order = list(State)
+        return min(live, key=lambda b: order.index(b.state)).state.value
+
+
+def default_worker_id() -> str:
+    return f"{socket.gethostname()}:{os.getpid()}"
+
+
+class Kiln:
+    def __init__(
+        self,
+        store: Store,
+        providers: Mapping[str, Provider],
+        *,
+        clock: Clock | None = None,
+        worker: str | None = None,
+        backoff: Backoff | None = None,
+        rng: random.Random | None = None,
+        lease_seconds: float = 600.0,
+    ) -> None:
+        self.store = store
+        self.providers = dict(providers)
+        self.clock = clock or SystemClock()
+        self.worker = worker or default_worker_id()
+        self.backoff = backoff or Backoff()
+        self.rng = rng or random.Random()
+        self.lease_seconds = lease_seconds
+        self.submitter = Submitter(store, self.clock, self.worker)
+        self.tracker = Tracker(store, self.clock, self.worker, backoff=self.backoff, rng=self.rng)
+        self.ingestor = Ingestor(store, self.clock, self.worker)
+
+    def provider(self, name: str) -> Provider:
+        try:
+            return self.providers[name]
+        except KeyError:
+            raise LookupError(f"no provider {name!r} configured") from None
+
+    async def submit(
+        self,
+        path: str | Path,
+        *,
+        provider: str,
+        model: str | None = None,
+        endpoint: str | None = None,
+        key: str | None = None,
+        options: JobOptions | None = None,
+    ) -> Submitted:
+        """Validate a request file and store it as a Job (or find the Job its key names).
+
+        Nothing reaches the vendor here: an invalid file raises InputError with
+        every bad line, and a valid one becomes not_submitted batches."""
+        wire = self.provider(provider).name  # the wire format: "openai" or "anthropic"
+        summary = validate_file(path, provider=wire, model=model, endpoint=endpoint)  # type: ignore[arg-type]
+        jkey = job_key(key, summary.fingerprint)
+        new_batches = []
+        for shard in summary.shards:
+            bkey = derive_batch_key(jkey, shard.index, 1)
+            new_batches.append(
+                NewBatch(key=bkey, tag=batch_tag(bkey), shard=shard.index, start=shard.start,
+                         stop=shard.stop, wire_bytes=shard.wire_bytes)
+            )
+        job, created = await self.store.jobs.create(
+            key=jkey, fingerprint=summary.fingerprint, provider=provider, model=summary.model,
+            endpoint=summary.endpoint, source=str(path), request_count=summary.count,
+            options=(options or JobOptions()).model_dump(),
+            request_rows=iter_requests(path, provider=wire, model=model, endpoint=endpoint),  # type: ignore[arg-type]
+            new_batches=new_batches, worker=self.worker,
+        )
+        if not created:
+            await self.store.audit.record(
+                "job.resubmitted", job_id=job.id, worker=self.worker,
+                reason="same key and content: returned the existing job, nothing resent",
+            )
+        return Submitted(job, created)
+
+    async def status(self, job_ref: str) -> JobStatus:
+        job = await self.store.jobs.get(job_ref)
+        return JobStatus(
+            job, await self.store.batches.for_job(job.id), await self.store.ledger.job_counts(job.id)
+        )
+
+    async def step(self, batch: BatchRow) -> StepResult:
+        """Run the one step a batch's state calls for."""
+        job = await self.store.jobs.get(batch.job_id)
+        provider = self.provider(job.provider)
+        if batch.state in (State.NOT_SUBMITTED, State.SUBMITTING):
+            return await self.submitter.submit(job, batch, provider)
+        if batch.state in LIVE_AT_VENDOR:
+            return await self.tracker.refresh(batch, provider)
+        if batch.state in ENDED_AT_VENDOR or batch.state == State.DOWNLOADING:
+            return await self.ingestor.ingest(job, batch, provider)
+        return StepResult(None, "done")
+
+    async def run_once(self, *, limit: int = 10, job_id: str | None = None) -> int:
+        """Claim due batches, step each, release each with its next check. Returns
+        how many were stepped."""
+        claimed = await self.store.batches.claim_due(
+            worker=self.worker, lease_seconds=self.lease_seconds, limit=limit, job_id=job_id
+        )
+        for batch in claimed:
+            await self._step_and_release(batch)
+        return len(claimed)
+
+    async def _step_and_release(self, batch: BatchRow) -> None:
+        try:
+            result = await self.step(batch)
+        except StaleTransition as exc:
+            result = StepResult(0, str(exc))
+        except VendorError as exc:
+            await self.store.audit.record(
+                "step.failed", job_id=batch.job_id, batch_id=batch.id, worker=self.worker,
+                reason=f"{batch.state.value}: {exc.message}",
+            )
+            delay = self.backoff.delay(batch.check_attempt, self.rng, retry_after=exc.retry_after)
+            result = StepResult(delay, "vendor error", retry_after=exc.retry_after)
+        after = await self.store.batches.get(batch.id)
+        await self.store.batches.release(
+            batch.id, worker=self.worker, next_check_at=self._next_check(after, result)
+        )
+
+    def _next_check(self, batch: BatchRow, result: StepResult) -> float | None:
+        if batch.state == State.DONE:
+            return None
+        if result.next_check_in is not None:
+            return self.clock.now() + result.next_check_in
+        if batch.state in LIVE_AT_VENDOR:
+            return self.clock.now() + self.backoff.delay(batch.check_attempt, self.rng)
+        return self.clock.now()
+
+    async def run_until_done(
+        self,
+        job_ref: str,
+        *,
+        on_progress: Callable[[JobStatus], Any] | None = None,
+        idle_cap: float = 30.0,
+    ) -> JobStatus:
+        """Drive one Job's batches until it is done (or waits for a manual retry)."""
+        job = await self.store.jobs.get(job_ref)
+        while True:
+            await self.run_once(job_id=job.id)
+            status = await self.status(job.id)
+            if on_progress is not None:
+                on_progress(status)
+            if status.state in ("done", "awaiting_retry"):
+                return status
+            due = await self.store.batches.next_due_at(job_id=job.id)
+            wait = idle_cap if due is None else min(idle_cap, max(0.0, due - self.clock.now()))
+            await self.clock.sleep(wait)
+
+    async def cancel(self, job_ref: str) -> list[str]:
+        """Ask the vendor to cancel every live batch of a Job; returns the batch ids."""
+        job = await self.store.jobs.get(job_ref)
+        cancelled = []
+        for batch in await self.store.batches.for_job(job.id):
+            if batch.state == State.NOT_SUBMITTED:
+                await self.store.batches.transition(
+                    batch, batch.state, Event.CANCEL, worker=self.worker, reason="cancelled by user"
+                )
+            elif batch.state in (State.PENDING, State.IN_PROGRESS) and batch.vendor_id:
+                await self.provider(job.provider).cancel(batch.vendor_id)
+                await self.store.batches.transition(
+                    batch, batch.state, Event.CANCEL, worker=self.worker, reason="cancelled by user"
+                )
+                await self.store.batches.mark_due(batch.id)
+            else:
+                continue
+            cancelled.append(batch.id)
+        return cancelled

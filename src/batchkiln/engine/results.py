@@ -1,0 +1,200 @@
+"""Download, join and close: the end of a batch's life, and the retry child.
+
+Results are streamed and stored as they arrive, joined by custom_id (our wire
+id `<tag>-<seq>`, mapped back to the user's id through the ledger), never by
+position. Storing is idempotent (one row per batch and request), so a crash
+mid-download followed by a restart gives the same rows. A foreign or duplicate
+id is reported in the audit log and ignored; a request with no result line gets
+an explicit outcome. Closing applies every outcome, the retry child, the cost
+and the key archive in one transaction (see store.ledger).
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from typing import Any
+
+from batchkiln.clock import Clock
+from batchkiln.costs import batch_cost
+from batchkiln.engine.policy import JobOptions
+from batchkiln.engine.submission import StepResult, parse_wire_id
+from batchkiln.intake import batch_tag, derive_batch_key
+from batchkiln.lifecycle import ENDED_AT_VENDOR, Event, State
+from batchkiln.providers.base import FailureClass, Outcome, Provider, ResultLine
+from batchkiln.store import BatchRow, ChildBatch, Closing, JobRow, Store, StoredResult
+
+_FLUSH = 1000
+KEY_RETENTION_SECONDS = 30 * 86400
+
+
+class Ingestor:
+    def __init__(self, store: Store, clock: Clock, worker: str) -> None:
+        self.store = store
+        self.clock = clock
+        self.worker = worker
+
+    async def ingest(self, job: JobRow, batch: BatchRow, provider: Provider) -> StepResult:
+        if batch.state in ENDED_AT_VENDOR:
+            await self.store.batches.transition(
+                batch, batch.state, Event.DOWNLOAD, worker=self.worker,
+                reason=f"downloading results of a {batch.state.value} batch",
+                values={"error": batch.error},
+            )
+            ended_as = batch.state
+            batch = await self.store.batches.get(batch.id)
+        else:
+            ended_as = await self._ended_as(batch)
+        carried = {seq for seq, _ in await self.store.ledger.requests_of(batch.id)}
+        if batch.vendor_id is not None:
+            vendor = await provider.retrieve(batch.vendor_id)
+            await self.store.batches.add_vendor_calls(batch.id, 1)
+            stats = await self._download(batch, provider.results(vendor), carried)
+            await self.store.batches.add_vendor_calls(batch.id, 1)
+        else:
+            stats = {"lines": 0, "foreign": 0, "duplicate": 0}
+        stored = await self.store.ledger.results_of(batch.id)
+        closing = await self._plan(job, batch, ended_as, carried, stored, provider.name)
+        closing.summary.update(stats)
+        child_id = await self.store.ledger.close_batch(batch, closing, worker=self.worker)
+        await self._finish_job_if_settled(job)
+        return StepResult(None, "done" + (f"; retry batch {child_id}" if child_id else ""))
+
+    async def _ended_as(self, batch: BatchRow) -> State:
+        """The vendor outcome a batch had before it entered downloading (from the audit log)."""
+        for event in reversed(await self.store.audit.for_job(batch.job_id)):
+            if event.batch_id == batch.id and event.to_state == State.DOWNLOADING.value:
+                return State(event.from_state)
+        raise RuntimeError(f"batch {batch.id} entered downloading without an audit event")
+
+    async def _download(
+        self, batch: BatchRow, lines: Any, carried: set[int]
+    ) -> dict[str, int]:
+        seen: set[int] = set()
+        rows: list[dict[str, Any]] = []
+        stats: Counter[str] = Counter()
+        async for line in lines:
+            stats["lines"] += 1
+            parsed = parse_wire_id(line.wire_id)
+            if parsed is None or parsed[0] != batch.tag or parsed[1] not in carried:
+                stats["foreign"] += 1
+                await self._report(batch, "results.foreign", line, "not a request of this batch")
+                continue
+            seq = parsed[1]
+            if seq in seen:
+                stats["duplicate"] += 1
+                await self._report(batch, "results.duplicate", line, "second result for one id")
+                continue
+            seen.add(seq)
+            rows.append(_result_row(batch, seq, line))
+            if len(rows) >= _FLUSH:
+                await self.store.ledger.store_results(rows)
+                rows = []
+        await self.store.ledger.store_results(rows)
+        return dict(stats)
+
+    async def _report(self, batch: BatchRow, kind: str, line: ResultLine, why: str) -> None:
+        await self.store.audit.record(
+            kind, job_id=batch.job_id, batch_id=batch.id, worker=self.worker,
+            reason=f"{why}: custom_id {line.wire_id!r}",
+        )
+
+    async def _plan(
+        self, job: JobRow, batch: BatchRow, ended_as: State, carried: set[int],
+        stored: list[StoredResult], vendor: str,
+    ) -> Closing:
+        policy = JobOptions.load(job.options).retry
+        by_seq = {r.seq: r for r in stored}
+        outcomes: dict[int, str] = {}
+        errors: dict[int, dict[str, Any]] = {}
+        retry: list[int] = []
+        can_retry = policy.auto_retry and batch.attempt < policy.max_attempts
+        for seq in sorted(carried):
+            result = by_seq.get(seq)
+            if result is not None and result.outcome == Outcome.SUCCEEDED:
+                outcomes[seq] = "succeeded"
+                continue
+            error, retryable = _failure(result, ended_as, batch, policy)
+            errors[seq] = error
+            if ended_as == State.CANCELLED and (result is None or
+                                                result.outcome == Outcome.CANCELLED):
+                outcomes[seq] = "cancelled"
+            elif not retryable:
+                outcomes[seq] = "failed"
+            elif can_retry:
+                retry.append(seq)
+            elif policy.auto_retry or batch.attempt >= policy.max_attempts:
+                outcomes[seq] = "exhausted"
+            # else: auto retry is off; the request waits for `kiln retry`
+        child = None
+        if retry:
+            key = derive_batch_key(job.key, batch.shard, batch.attempt + 1)
+            share = batch.wire_bytes * len(retry) // max(1, batch.request_count)
+            child = ChildBatch(key=key, tag=batch_tag(key), attempt=batch.attempt + 1,
+                               seqs=retry, wire_bytes=share)
+        usage = await self.store.ledger.usage_of(batch.id)
+        cost = batch_cost(vendor, job.model, usage)
+        counts = Counter(outcomes.values())
+        summary: dict[str, Any] = {
+            "ended_as": ended_as.value, "requests": len(carried), **counts,
+            "retrying": len(retry), "billed_requests": usage["billed_requests"],
+        }
+        return Closing(
+            outcomes=outcomes, errors=errors, child=child,
+            cost={"batch_id": batch.id, "job_id": job.id, "provider": vendor,
+                  "model": job.model, **usage, **cost},
+            key_retention_seconds=KEY_RETENTION_SECONDS, summary=summary,
+        )
+
+    async def _finish_job_if_settled(self, job: JobRow) -> None:
+        batches = await self.store.batches.for_job(job.id)
+        if any(b.state != State.DONE for b in batches):
+            return
+        counts = await self.store.ledger.job_counts(job.id)
+        if counts.get("pending"):
+            return  # failures waiting for a manual retry
+        outcome = {
+            "counts": counts,
+            "batches": len(batches),
+            "attempts": max(b.attempt for b in batches),
+            "succeeded": counts.get("succeeded", 0) == job.request_count,
+        }
+        await self.store.jobs.finish(job.id, outcome, worker=self.worker)
+
+
+def _failure(
+    result: StoredResult | None, ended_as: State, batch: BatchRow, policy: Any
+) -> tuple[dict[str, Any], bool]:
+    """The error to record for a request that did not succeed, and whether it may retry."""
+    if ended_as == State.FAILED and result is None:
+        error = batch.error or {}
+        message = error.get("message") if isinstance(error, dict) else str(error)
+        return {"code": "batch_failed", "message": message or "the vendor failed the batch"}, False
+    if result is None:
+        return {"code": "no_result", "message": "the vendor returned no result line"}, (
+            policy.retry_missing
+        )
+    error = {"code": result.error_code or result.outcome, "message": result.error_message,
+             "outcome": result.outcome}
+    if result.outcome == Outcome.EXPIRED:
+        return error, policy.retry_expired
+    if result.outcome == Outcome.CANCELLED:
+        return error, ended_as != State.CANCELLED
+    return error, policy.retry_errors and result.failure == FailureClass.RETRYABLE
+
+
+def _result_row(batch: BatchRow, seq: int, line: ResultLine) -> dict[str, Any]:
+    error = line.error or {}
+    return {
+        "batch_id": batch.id,
+        "seq": seq,
+        "job_id": batch.job_id,
+        "outcome": line.outcome.value,
+        "failure": line.failure.value if line.failure else None,
+        "error_code": str(error.get("code") or error.get("type") or "") or None,
+        "error_message": error.get("message"),
+        "input_tokens": line.usage.input_tokens,
+        "cached_input_tokens": line.usage.cached_input_tokens,
+        "output_tokens": line.usage.output_tokens,
+        "billed": 1 if line.billed else 0,
+        "raw": line.raw,
+    }

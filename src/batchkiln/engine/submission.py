@@ -1,0 +1,205 @@
+"""Exactly-once submission of one batch (DESIGN.md invariant 2).
+
+1. Record the intent (not_submitted -> submitting) and commit, before any call.
+2. Count the attempt (committed) and call create with the SDK's retries off.
+3. Accepted: record the vendor id (-> pending). Definite rejection: -> failed.
+4. Unknown outcome (timeout, cut connection, 5xx), or a batch found in
+   `submitting` after a crash: reconcile against the vendor's list before
+   anything is resent, and resend only once a settle period has passed with
+   no match.
+
+OpenAI batches carry our tag in `metadata`, so a match is certain. Anthropic
+has no metadata: a candidate is a batch created in our window with our request
+count that no other batch of ours has claimed. One candidate is adopted, and
+its results are later checked for our tag in every custom_id. Two or more
+candidates is the ambiguous case: we adopt none and never resend; we wait
+until candidates end and adopt the one whose results carry our tag.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import orjson
+
+from batchkiln.clock import Clock
+from batchkiln.lifecycle import Event, State
+from batchkiln.providers.base import (
+    AmbiguousOutcome,
+    CreateSpec,
+    Provider,
+    VendorBatch,
+    VendorError,
+    WireRequest,
+)
+from batchkiln.store import BatchRow, JobRow, Store
+
+SETTLE_SECONDS = 60.0  # a vendor's list may lag its create; wait this long before resending
+WINDOW_SLACK = 120.0  # clock skew between us and the vendor
+
+
+def wire_id(tag: str, seq: int) -> str:
+    return f"{tag}-{seq}"
+
+
+def parse_wire_id(value: str) -> tuple[str, int] | None:
+    tag, sep, seq = value.partition("-")
+    if not sep or not seq.isdigit():
+        return None
+    return tag, int(seq)
+
+
+@dataclass(frozen=True)
+class StepResult:
+    """What a step did, and when the batch should next be looked at (None: not by us)."""
+
+    next_check_in: float | None
+    note: str = ""
+    retry_after: float | None = None
+
+
+class Submitter:
+    def __init__(self, store: Store, clock: Clock, worker: str) -> None:
+        self.store = store
+        self.clock = clock
+        self.worker = worker
+
+    async def build_spec(self, job: JobRow, batch: BatchRow) -> CreateSpec:
+        rows = await self.store.ledger.requests_of(batch.id)
+        return CreateSpec(
+            batch_key=batch.key,
+            tag=batch.tag,
+            model=job.model,
+            endpoint=job.endpoint,
+            requests=[WireRequest(wire_id(batch.tag, seq), orjson.loads(body)) for seq, body in rows],
+        )
+
+    async def submit(self, job: JobRow, batch: BatchRow, provider: Provider) -> StepResult:
+        if batch.state == State.NOT_SUBMITTED:
+            await self.store.batches.transition(
+                batch, State.NOT_SUBMITTED, Event.SUBMIT, worker=self.worker,
+                reason="intent recorded before the vendor call",
+                values={"submit_started_at": self.clock.now()},
+            )
+            batch = await self.store.batches.get(batch.id)
+        if batch.state != State.SUBMITTING:
+            return StepResult(0, f"already {batch.state.value}")
+        spec = await self.build_spec(job, batch)
+        if batch.submit_attempts > 0:
+            found = await self._reconcile(batch, spec, provider)
+            if found is not None:
+                return found
+        return await self._create(batch, spec, provider)
+
+    async def _create(self, batch: BatchRow, spec: CreateSpec, provider: Provider) -> StepResult:
+        attempt = batch.submit_attempts + 1
+        await self.store.batches.update(  # committed before the call
+            batch.id, submit_attempts=attempt, last_submit_at=self.clock.now()
+        )
+        await self.store.audit.record(
+            "submit.attempt", job_id=batch.job_id, batch_id=batch.id, worker=self.worker,
+            reason=f"create call {attempt} ({len(spec.requests)} requests)",
+        )
+        try:
+            vendor = await provider.create(spec)
+        except AmbiguousOutcome as exc:
+            await self._count_call(batch)
+            await self.store.audit.record(
+                "submit.unknown", job_id=batch.job_id, batch_id=batch.id, worker=self.worker,
+                reason=f"outcome unknown ({exc.message}); reconcile before resending",
+            )
+            return StepResult(SETTLE_SECONDS, "ambiguous create; will reconcile")
+        except VendorError as exc:
+            await self._count_call(batch)
+            if exc.retryable:
+                await self.store.audit.record(
+                    "submit.retry", job_id=batch.job_id, batch_id=batch.id, worker=self.worker,
+                    reason=f"vendor said retry ({exc.status}: {exc.message})",
+                    data={"retry_after": exc.retry_after},
+                )
+                wait = exc.retry_after if exc.retry_after is not None else SETTLE_SECONDS
+                return StepResult(wait, "vendor asked us to retry", retry_after=exc.retry_after)
+            await self.store.batches.transition(
+                batch, State.SUBMITTING, Event.REJECTED, worker=self.worker,
+                reason=f"vendor rejected the batch: {exc.message}",
+                values={
+                    "error": {"status": exc.status, "code": exc.code, "message": exc.message},
+                    "detected_at": self.clock.now(),
+                },
+            )
+            return StepResult(0, "rejected")
+        await self._count_call(batch)
+        await self._accept(batch, vendor, how="created")
+        return StepResult(None, "accepted")
+
+    async def _reconcile(
+        self, batch: BatchRow, spec: CreateSpec, provider: Provider
+    ) -> StepResult | None:
+        """Look for the vendor batch an earlier attempt may have made. None: resend."""
+        since = (batch.submit_started_at or self.clock.now()) - WINDOW_SLACK
+        candidates = await provider.find_candidates(spec, since=since)
+        await self._count_call(batch)
+        mine = [c for c in candidates if c.tag == batch.tag]
+        if not mine:
+            mine = [c for c in candidates if c.tag is None and await self._unclaimed(c, batch)]
+        if len(mine) == 1:
+            await self._accept(batch, mine[0], how="reconciled")
+            return StepResult(None, "reconciled")
+        if len(mine) > 1 and all(c.tag == batch.tag for c in mine):
+            # Several batches carry our tag: an earlier resend raced. Keep the oldest.
+            oldest = min(mine, key=lambda c: c.created_at)
+            await self._accept(batch, oldest, how="reconciled (oldest of several tagged)")
+            return StepResult(None, "reconciled")
+        if len(mine) > 1:
+            return await self._ambiguous(batch, mine, provider)
+        waited = self.clock.now() - (batch.last_submit_at or 0.0)
+        settled = waited >= SETTLE_SECONDS
+        await self.store.audit.record(
+            "submit.reconcile", job_id=batch.job_id, batch_id=batch.id, worker=self.worker,
+            reason="no vendor batch found" + ("; resending" if settled else "; waiting to settle"),
+            data={"candidates": len(candidates)},
+        )
+        if not settled:
+            return StepResult(SETTLE_SECONDS - waited, "settling")
+        return None
+
+    async def _ambiguous(
+        self, batch: BatchRow, candidates: list[VendorBatch], provider: Provider
+    ) -> StepResult:
+        ended = [c for c in candidates if c.state not in (State.PENDING, State.IN_PROGRESS,
+                                                          State.CANCELLING)]
+        for candidate in ended:
+            async for line in provider.results(candidate):
+                parsed = parse_wire_id(line.wire_id)
+                if parsed is not None and parsed[0] == batch.tag:
+                    await self._accept(batch, candidate, how="reconciled by result tags")
+                    return StepResult(None, "reconciled")
+                break  # one line tells whose batch it is
+        await self.store.audit.record(
+            "submit.ambiguous", job_id=batch.job_id, batch_id=batch.id, worker=self.worker,
+            reason=f"{len(candidates)} vendor batches match our window and size; not resending,"
+            " waiting for their results to show our tag",
+            data={"candidates": [c.vendor_id for c in candidates]},
+        )
+        return StepResult(300.0, "ambiguous reconciliation")
+
+    async def _unclaimed(self, candidate: VendorBatch, batch: BatchRow) -> bool:
+        owner = await self.store.batches.by_vendor_id(candidate.vendor_id)
+        return owner is None or owner.id == batch.id
+
+    async def _accept(self, batch: BatchRow, vendor: VendorBatch, *, how: str) -> None:
+        await self.store.batches.transition(
+            batch, State.SUBMITTING, Event.ACCEPTED, worker=self.worker,
+            reason=f"vendor batch {vendor.vendor_id} {how}",
+            values={
+                "vendor_id": vendor.vendor_id,
+                "vendor_status": vendor.vendor_status,
+                "vendor_created_at": vendor.created_at,
+                "vendor_total": vendor.total,
+                "check_attempt": 0,
+            },
+            data={"vendor_id": vendor.vendor_id, "how": how},
+        )
+
+    async def _count_call(self, batch: BatchRow) -> None:
+        await self.store.batches.add_vendor_calls(batch.id, 1)

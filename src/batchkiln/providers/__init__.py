@@ -1,0 +1,60 @@
+"""Provider adapters: one vendor's batch API each, through its official SDK with
+the SDK's retries off, translated into the plain values of `base`."""
+
+from __future__ import annotations
+
+import httpx
+import httpx2
+
+from batchkiln.providers.anthropic import AnthropicProvider
+from batchkiln.providers.base import (
+    AmbiguousOutcome,
+    BatchError,
+    CreateSpec,
+    FailureClass,
+    Outcome,
+    Provider,
+    ResultLine,
+    Usage,
+    VendorBatch,
+    VendorError,
+    WireRequest,
+)
+from batchkiln.providers.openai import OpenAIProvider
+
+PROVIDERS = ("anthropic", "openai")
+
+
+def make_provider(
+    name: str,
+    *,
+    http_client: httpx.AsyncClient | httpx2.AsyncClient | None = None,
+    base_url: str | None = None,
+    api_key: str | None = None,
+) -> Provider:
+    """The adapter for `name` ("openai" or "anthropic"). Unset credentials and base
+    URL come from the SDK's own environment variables."""
+    if name == "openai":
+        return OpenAIProvider(http_client=http_client, base_url=base_url, api_key=api_key)
+    if name == "anthropic":
+        return AnthropicProvider(http_client=http_client, base_url=base_url, api_key=api_key)
+    raise ValueError(f"unknown provider {name!r}; expected one of {', '.join(PROVIDERS)}")
+
+
+__all__ = [
+    "PROVIDERS",
+    "AmbiguousOutcome",
+    "AnthropicProvider",
+    "BatchError",
+    "CreateSpec",
+    "FailureClass",
+    "OpenAIProvider",
+    "Outcome",
+    "Provider",
+    "ResultLine",
+    "Usage",
+    "VendorBatch",
+    "VendorError",
+    "WireRequest",
+    "make_provider",
+]

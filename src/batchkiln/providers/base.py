@@ -1,0 +1,159 @@
+"""What every provider adapter offers the engine, and the errors it raises.
+
+An adapter speaks to one vendor through its official SDK and translates the
+vendor's objects into these plain values; the engine never sees SDK types.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Sequence
+from dataclasses import dataclass, field
+from enum import StrEnum
+from typing import Any, Protocol
+
+from batchkiln.lifecycle import State
+
+
+class Outcome(StrEnum):
+    """What happened to one request inside a vendor batch."""
+
+    SUCCEEDED = "succeeded"
+    ERRORED = "errored"
+    EXPIRED = "expired"
+    CANCELLED = "cancelled"
+
+
+class FailureClass(StrEnum):
+    RETRYABLE = "retryable"
+    PERMANENT = "permanent"
+
+
+@dataclass(frozen=True)
+class WireRequest:
+    """One request as it goes on the wire: our wire id and the vendor body."""
+
+    wire_id: str
+    body: dict[str, Any]
+
+
+@dataclass(frozen=True)
+class CreateSpec:
+    """Everything an adapter needs to create one vendor batch."""
+
+    batch_key: str
+    tag: str  # short, [a-z0-9]; in OpenAI metadata and as every wire id's prefix
+    model: str
+    endpoint: str  # "/v1/chat/completions", ... ; "/v1/messages" for Anthropic
+    requests: Sequence[WireRequest]
+
+
+@dataclass(frozen=True)
+class BatchError:
+    code: str
+    message: str
+    line: int | None = None
+
+
+@dataclass(frozen=True)
+class VendorBatch:
+    """A vendor batch as last seen, with its status mapped onto our lifecycle."""
+
+    vendor_id: str
+    vendor_status: str
+    state: State  # pending, in_progress, cancelling, or a vendor outcome
+    total: int
+    succeeded: int
+    failed: int
+    created_at: float
+    ended_at: float | None = None  # the vendor's own terminal timestamp
+    expires_at: float | None = None
+    tag: str | None = None  # OpenAI metadata tag; Anthropic has none
+    input_file_id: str | None = None
+    errors: tuple[BatchError, ...] = ()
+
+    @property
+    def processed(self) -> int:
+        return self.succeeded + self.failed
+
+
+@dataclass(frozen=True)
+class Usage:
+    input_tokens: int = 0
+    cached_input_tokens: int = 0
+    output_tokens: int = 0
+
+
+@dataclass(frozen=True)
+class ResultLine:
+    """One line of a vendor result stream, normalised."""
+
+    wire_id: str
+    outcome: Outcome
+    response: dict[str, Any] | None = None  # the endpoint's body (ChatCompletion, Message...)
+    error: dict[str, Any] | None = None  # {"code", "message", "status"?}
+    failure: FailureClass | None = None
+    usage: Usage = field(default_factory=Usage)
+    billed: bool = False  # whether the vendor charges for this request
+    raw: bytes = b""  # the vendor's line as received, for vendor-shaped export
+
+
+class VendorError(Exception):
+    """A vendor call failed. `retryable` says whether the same call may be repeated."""
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        retryable: bool,
+        status: int | None = None,
+        code: str | None = None,
+        retry_after: float | None = None,
+    ) -> None:
+        super().__init__(message)
+        self.message = message
+        self.retryable = retryable
+        self.status = status
+        self.code = code
+        self.retry_after = retry_after
+
+
+class AmbiguousOutcome(VendorError):
+    """A create call whose effect is unknown (timeout, cut connection, 5xx):
+    the vendor may hold the batch. Reconcile before sending it again."""
+
+    def __init__(self, message: str, *, status: int | None = None) -> None:
+        super().__init__(message, retryable=True, status=status)
+
+
+class Provider(Protocol):
+    """A vendor's batch API. Adapters make every call with SDK retries off."""
+
+    name: str
+    supports_webhooks: bool
+    list_page_size: int  # most batches one list call returns
+
+    async def create(self, spec: CreateSpec) -> VendorBatch:
+        """Create the vendor batch. Raises VendorError (definite) or AmbiguousOutcome."""
+        ...
+
+    async def retrieve(self, vendor_id: str) -> VendorBatch: ...
+
+    def list_recent(self, *, since: float) -> AsyncIterator[VendorBatch]:
+        """Batches created at or after `since`, newest first."""
+        ...
+
+    async def find_candidates(self, spec: CreateSpec, *, since: float) -> list[VendorBatch]:
+        """Vendor batches created since `since` that may be `spec` from an earlier attempt."""
+        ...
+
+    async def cancel(self, vendor_id: str) -> VendorBatch: ...
+
+    def results(self, batch: VendorBatch) -> AsyncIterator[ResultLine]:
+        """Every result line of an ended batch, streamed."""
+        ...
+
+    async def cleanup(self, batch: VendorBatch) -> None:
+        """Delete the vendor files that belong to an ingested batch (no-op where none)."""
+        ...
+
+    async def aclose(self) -> None: ...

@@ -1,0 +1,192 @@
+"""Which vendor failures may be retried, and SDK exceptions turned into ours.
+
+Two questions, answered by tables:
+
+* A *request* inside a batch failed (an OpenAI error-file line, an Anthropic
+  `errored` result): may it go into a retry batch? `classify_openai` and
+  `classify_anthropic` look the vendor's code up in the vendor's table, then
+  fall back to the HTTP status: unknown codes are retryable at >= 500 and
+  permanent below (or with no status at all).
+* A *call* failed (create, retrieve, list, ...): may the same call be repeated,
+  and is a create's effect unknown? `vendor_error` maps the SDK exception to
+  `VendorError` / `AmbiguousOutcome`, with the server's retry-after.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Mapping
+from email.utils import parsedate_to_datetime
+from typing import Any
+
+import anthropic
+import httpx
+import httpx2
+import openai
+
+from batchkiln.providers.base import AmbiguousOutcome, FailureClass, VendorError
+
+RETRYABLE = FailureClass.RETRYABLE
+PERMANENT = FailureClass.PERMANENT
+
+# HTTP statuses both vendors use; anything else: >= 500 retryable, else permanent.
+STATUS_CLASSES: dict[int, FailureClass] = {
+    400: PERMANENT,  # invalid request
+    401: PERMANENT,  # bad credentials
+    402: PERMANENT,  # billing
+    403: PERMANENT,  # not allowed
+    404: PERMANENT,  # no such model / resource
+    408: RETRYABLE,  # request timeout
+    409: RETRYABLE,  # conflict (the SDKs retry it too)
+    413: PERMANENT,  # request too large
+    422: PERMANENT,  # unprocessable
+    429: RETRYABLE,  # rate limited
+    529: RETRYABLE,  # Anthropic overloaded
+}
+
+# OpenAI `error.code`, then `error.type`, of a failed request.
+OPENAI_CODES: dict[str, FailureClass] = {
+    "rate_limit_exceeded": RETRYABLE,
+    "server_error": RETRYABLE,
+    "api_error": RETRYABLE,
+    "overloaded_error": RETRYABLE,
+    "timeout": RETRYABLE,
+    "request_timeout": RETRYABLE,
+    "batch_expired": RETRYABLE,  # the 24 h window closed before it ran
+    "batch_cancelled": RETRYABLE,  # the batch was cancelled before it ran
+    "invalid_request_error": PERMANENT,
+    "content_policy_violation": PERMANENT,
+    "content_filter": PERMANENT,
+    "context_length_exceeded": PERMANENT,
+    "string_above_max_length": PERMANENT,
+    "model_not_found": PERMANENT,
+    "not_found_error": PERMANENT,
+    "invalid_api_key": PERMANENT,
+    "insufficient_quota": PERMANENT,  # a 429 that waiting does not fix
+}
+
+# Anthropic `error.error.type` of an errored result (no HTTP status in results).
+ANTHROPIC_TYPES: dict[str, FailureClass] = {
+    "rate_limit_error": RETRYABLE,
+    "overloaded_error": RETRYABLE,
+    "api_error": RETRYABLE,
+    "timeout_error": RETRYABLE,
+    "conflict_error": RETRYABLE,
+    "invalid_request_error": PERMANENT,
+    "authentication_error": PERMANENT,
+    "billing_error": PERMANENT,
+    "permission_error": PERMANENT,
+    "not_found_error": PERMANENT,
+    "request_too_large": PERMANENT,
+}
+
+
+def classify(
+    table: Mapping[str, FailureClass], *keys: str | None, status: int | None = None
+) -> FailureClass:
+    """The first of `keys` found in `table`; else by `status` (unknown: >= 500 retryable)."""
+    for key in keys:
+        if key and key in table:
+            return table[key]
+    if status is None:
+        return PERMANENT
+    return STATUS_CLASSES.get(status, RETRYABLE if status >= 500 else PERMANENT)
+
+
+def classify_openai(code: str | None, type_: str | None, status: int | None) -> FailureClass:
+    return classify(OPENAI_CODES, code, type_, status=status)
+
+
+def classify_anthropic(type_: str | None) -> FailureClass:
+    return classify(ANTHROPIC_TYPES, type_)
+
+
+# --- call failures -----------------------------------------------------------------
+
+_CONNECTION = (openai.APIConnectionError, anthropic.APIConnectionError)  # incl. timeouts
+_STATUS = (openai.APIStatusError, anthropic.APIStatusError)
+_API = (openai.APIError, anthropic.APIError)
+# Everything a vendor call can raise; a streamed body raises the raw httpx errors.
+SDK_ERRORS = (openai.APIError, anthropic.APIError, httpx.HTTPError, httpx2.HTTPError)
+
+# Statuses after which the same call may simply be made again.
+_RETRY_STATUSES = frozenset({408, 409, 429})
+
+
+def _call_retryable(status: int) -> bool:
+    return status in _RETRY_STATUSES or status >= 500
+
+
+def parse_retry_after(headers: Mapping[str, str], *, now: float | None = None) -> float | None:
+    """Seconds to wait from `retry-after-ms`, or `retry-after` (seconds or an HTTP date,
+    measured from the response's `Date` when present). None when absent or unreadable."""
+    ms = headers.get("retry-after-ms")
+    if ms:
+        try:
+            return max(0.0, float(ms) / 1000.0)
+        except ValueError:
+            pass
+    value = headers.get("retry-after")
+    if not value:
+        return None
+    try:
+        return max(0.0, float(value))
+    except ValueError:
+        pass
+    try:
+        when = parsedate_to_datetime(value).timestamp()
+    except (TypeError, ValueError, IndexError):
+        return None
+    reference = now
+    if reference is None:
+        try:
+            reference = parsedate_to_datetime(headers.get("date", "")).timestamp()
+        except (TypeError, ValueError, IndexError):
+            reference = time.time()
+    return max(0.0, when - reference)
+
+
+def _status_detail(exc: openai.APIStatusError | anthropic.APIStatusError) -> tuple[str, str | None]:
+    """The vendor's own message and code from an error body."""
+    if isinstance(exc, anthropic.APIStatusError):
+        return exc.api_message or str(exc), exc.type
+    body: Any = exc.body
+    if isinstance(body, Mapping):
+        message = body.get("message")
+        code = exc.code or exc.type
+        return (str(message) if message else str(exc)), code
+    return str(exc), exc.code
+
+
+def vendor_error(exc: Exception, *, creating: bool = False, what: str = "call") -> VendorError:
+    """Our error for an SDK exception. With `creating`, anything after which the vendor
+    may hold the batch (cut connection, timeout, 5xx, 529, unreadable reply) is
+    `AmbiguousOutcome`; a definite refusal is `VendorError` (retryable for 408/409/429)."""
+    if isinstance(exc, _CONNECTION):
+        message = f"{what}: {exc.message}"
+        if creating:
+            return AmbiguousOutcome(message)
+        return VendorError(message, retryable=True)
+    if isinstance(exc, _STATUS):
+        status = exc.status_code
+        message, code = _status_detail(exc)
+        if creating and status >= 500:
+            return AmbiguousOutcome(f"{what}: {status} {message}", status=status)
+        return VendorError(
+            message,
+            retryable=_call_retryable(status),
+            status=status,
+            code=code,
+            retry_after=parse_retry_after(exc.response.headers),
+        )
+    if isinstance(exc, _API):  # a reply the SDK could not read
+        message = f"{what}: unreadable vendor reply ({exc.message})"
+        if creating:
+            return AmbiguousOutcome(message)
+        return VendorError(message, retryable=True)
+    if isinstance(exc, httpx.HTTPError | httpx2.HTTPError):
+        message = f"{what}: {type(exc).__name__}: {exc}"
+        if creating:
+            return AmbiguousOutcome(message)
+        return VendorError(message, retryable=True)
+    raise TypeError(f"not a vendor error: {exc!r}") from exc

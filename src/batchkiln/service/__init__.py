@@ -1,0 +1,1 @@
+"""HTTP edges: the webhook receiver (and later the API and dashboard)."""

@@ -1,0 +1,210 @@
+"""Batch rows: guarded transitions, the persisted schedule, and leases.
+
+Every state change is `UPDATE ... WHERE id = :id AND state = :from`; zero rows
+means another worker moved the batch first, and the caller gets StaleTransition.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from sqlalchemy import and_, or_, select, update
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from batchkiln.clock import Clock
+from batchkiln.lifecycle import Event, State, apply_event
+from batchkiln.store.audit import append_event
+from batchkiln.store.rows import BatchRow, from_row
+from batchkiln.store.tables import batches
+
+_STATE_COLUMNS = {"state"}
+
+
+class StaleTransition(Exception):
+    """The batch was not in the expected state: someone else moved it."""
+
+    def __init__(self, batch_id: str, expected: State, actual: State | None) -> None:
+        seen = actual.value if actual else "missing"
+        super().__init__(
+            f"batch {batch_id}: expected state '{expected.value}' but it is '{seen}'"
+            " (moved by another worker)"
+        )
+        self.batch_id = batch_id
+        self.expected = expected
+        self.actual = actual
+
+
+class NotFound(LookupError):
+    pass
+
+
+class BatchRepository:
+    def __init__(self, engine: AsyncEngine, clock: Clock) -> None:
+        self._engine = engine
+        self._clock = clock
+
+    async def get(self, batch_id: str) -> BatchRow:
+        async with self._engine.connect() as conn:
+            row = (
+                (await conn.execute(select(batches).where(batches.c.id == batch_id)))
+                .mappings()
+                .first()
+            )
+        if row is None:
+            raise NotFound(f"no batch {batch_id!r}")
+        return from_row(BatchRow, row)
+
+    async def for_job(self, job_id: str) -> list[BatchRow]:
+        async with self._engine.connect() as conn:
+            rows = await conn.execute(
+                select(batches)
+                .where(batches.c.job_id == job_id)
+                .order_by(batches.c.attempt, batches.c.shard, batches.c.created_at)
+            )
+            return [from_row(BatchRow, r) for r in rows.mappings()]
+
+    async def by_vendor_id(self, vendor_id: str) -> BatchRow | None:
+        async with self._engine.connect() as conn:
+            row = (
+                (await conn.execute(select(batches).where(batches.c.vendor_id == vendor_id)))
+                .mappings()
+                .first()
+            )
+        return from_row(BatchRow, row) if row else None
+
+    async def transition(
+        self,
+        batch: BatchRow | str,
+        from_state: State,
+        event: Event,
+        *,
+        reason: str | None = None,
+        worker: str | None = None,
+        values: dict[str, Any] | None = None,
+        data: dict[str, Any] | None = None,
+    ) -> State:
+        """Move a batch by `event` if it is still in `from_state`; audit it in the same
+        transaction. Raises IllegalTransition (not in the table) or StaleTransition."""
+        batch_id = batch if isinstance(batch, str) else batch.id
+        to_state = apply_event(batch_id, from_state, event)
+        extra = dict(values or {})
+        if _STATE_COLUMNS & extra.keys():
+            raise ValueError("state changes go through the event, not values")
+        now = self._clock.now()
+        async with self._engine.begin() as conn:
+            result = await conn.execute(
+                update(batches)
+                .where(and_(batches.c.id == batch_id, batches.c.state == from_state.value))
+                .values(state=to_state.value, updated_at=now, **extra)
+            )
+            if result.rowcount == 0:
+                current = (
+                    await conn.execute(select(batches.c.state).where(batches.c.id == batch_id))
+                ).scalar()
+                raise StaleTransition(batch_id, from_state, State(current) if current else None)
+            job_id = (
+                await conn.execute(select(batches.c.job_id).where(batches.c.id == batch_id))
+            ).scalar_one()
+            await append_event(
+                conn,
+                at=now,
+                kind=f"batch.{event.value}",
+                job_id=job_id,
+                batch_id=batch_id,
+                from_state=from_state.value,
+                to_state=to_state.value,
+                reason=reason,
+                worker=worker,
+                data=data,
+            )
+        return to_state
+
+    async def update(self, batch_id: str, **values: Any) -> None:
+        """Change bookkeeping columns (schedule, counters, vendor snapshot), never the state."""
+        if _STATE_COLUMNS & values.keys():
+            raise ValueError("state changes go through transition()")
+        async with self._engine.begin() as conn:
+            await conn.execute(
+                update(batches)
+                .where(batches.c.id == batch_id)
+                .values(updated_at=self._clock.now(), **values)
+            )
+
+    async def add_vendor_calls(self, batch_id: str, calls: int) -> None:
+        async with self._engine.begin() as conn:
+            await conn.execute(
+                update(batches)
+                .where(batches.c.id == batch_id)
+                .values(vendor_calls=batches.c.vendor_calls + calls)
+            )
+
+    async def claim_due(
+        self, *, worker: str, lease_seconds: float, limit: int = 10, job_id: str | None = None
+    ) -> list[BatchRow]:
+        """Lease up to `limit` batches whose next check is due and whose lease is free.
+
+        PostgreSQL: `FOR UPDATE SKIP LOCKED`, so concurrent workers never claim the
+        same row. SQLite: the write transaction (BEGIN IMMEDIATE) serialises claims.
+        """
+        now = self._clock.now()
+        due = (
+            select(batches.c.id)
+            .where(
+                batches.c.state != State.DONE.value,
+                batches.c.next_check_at.is_not(None),
+                batches.c.next_check_at <= now,
+                or_(batches.c.lease_expires_at.is_(None), batches.c.lease_expires_at < now),
+            )
+            .order_by(batches.c.next_check_at)
+            .limit(limit)
+            .with_for_update(skip_locked=True)
+        )
+        if job_id is not None:
+            due = due.where(batches.c.job_id == job_id)
+        async with self._engine.begin() as conn:
+            ids = list((await conn.execute(due)).scalars())
+            if not ids:
+                return []
+            await conn.execute(
+                update(batches)
+                .where(batches.c.id.in_(ids))
+                .values(lease_owner=worker, lease_expires_at=now + lease_seconds)
+            )
+            rows = await conn.execute(select(batches).where(batches.c.id.in_(ids)))
+            return [from_row(BatchRow, r) for r in rows.mappings()]
+
+    async def release(self, batch_id: str, *, worker: str, next_check_at: float | None) -> None:
+        """Give up a lease we hold and set when the batch is next due (None: never)."""
+        async with self._engine.begin() as conn:
+            await conn.execute(
+                update(batches)
+                .where(batches.c.id == batch_id, batches.c.lease_owner == worker)
+                .values(lease_owner=None, lease_expires_at=None, next_check_at=next_check_at)
+            )
+
+    async def mark_due(self, batch_id: str, *, at: float | None = None) -> None:
+        """Make a batch due now (a webhook said it changed): its state is then fetched."""
+        async with self._engine.begin() as conn:
+            await conn.execute(
+                update(batches)
+                .where(batches.c.id == batch_id, batches.c.state != State.DONE.value)
+                .values(next_check_at=self._clock.now() if at is None else at)
+            )
+
+    async def next_due_at(self, *, job_id: str | None = None) -> float | None:
+        """When the earliest batch becomes due (so an idle worker knows how long to wait)."""
+        query = (
+            select(batches.c.next_check_at)
+            .where(batches.c.state != State.DONE.value, batches.c.next_check_at.is_not(None))
+            .order_by(batches.c.next_check_at)
+            .limit(1)
+        )
+        if job_id is not None:
+            query = query.where(batches.c.job_id == job_id)
+        async with self._engine.connect() as conn:
+            return (await conn.execute(query)).scalar()
+
+    async def live(self) -> list[BatchRow]:
+        async with self._engine.connect() as conn:
+            rows = await conn.execute(select(batches).where(batches.c.state != State.DONE.value))
+            return [from_row(BatchRow, r) for r in rows.mappings()]

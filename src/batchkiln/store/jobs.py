@@ -1,0 +1,275 @@
+"""Jobs and their idempotency keys.
+
+Creating a Job is one transaction: the key row (the guard), the job, every
+request of the ledger and the first batches. Either all of it is stored or
+none, and a second caller with the same key gets the first caller's Job.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Iterable
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+import orjson
+from sqlalchemy import insert, or_, select, update
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
+
+from batchkiln.clock import Clock
+from batchkiln.intake import KeyConflict
+from batchkiln.lifecycle import State
+from batchkiln.store.audit import append_event
+from batchkiln.store.batches import NotFound
+from batchkiln.store.rows import JobRow, from_row
+from batchkiln.store.tables import batches, idempotency_keys, jobs, requests
+
+_CHUNK = 1000
+
+
+class RequestLike(Protocol):
+    @property
+    def seq(self) -> int: ...
+    @property
+    def line(self) -> int: ...
+    @property
+    def custom_id(self) -> str: ...
+    @property
+    def body(self) -> dict[str, Any]: ...
+
+
+@dataclass(frozen=True)
+class NewBatch:
+    key: str
+    tag: str
+    shard: int
+    start: int  # seq range [start, stop)
+    stop: int
+    wire_bytes: int
+
+
+def new_id(prefix: str) -> str:
+    return f"{prefix}_{uuid.uuid4().hex[:20]}"
+
+
+class JobRepository:
+    def __init__(self, engine: AsyncEngine, clock: Clock) -> None:
+        self._engine = engine
+        self._clock = clock
+
+    async def create(
+        self,
+        *,
+        key: str,
+        fingerprint: str,
+        provider: str,
+        model: str,
+        endpoint: str,
+        source: str | None,
+        request_count: int,
+        options: dict[str, Any],
+        request_rows: Iterable[RequestLike],
+        new_batches: list[NewBatch],
+        worker: str | None = None,
+    ) -> tuple[JobRow, bool]:
+        """Store a new Job, or return the existing one for `key` (created=False).
+
+        Raises KeyConflict when `key` is already taken by different content.
+        """
+        existing = await self._existing(key, fingerprint)
+        if existing is not None:
+            return existing, False
+        now = self._clock.now()
+        job_id = new_id("job")
+        try:
+            async with self._engine.begin() as conn:
+                await conn.execute(
+                    insert(idempotency_keys).values(
+                        key=key,
+                        scope="job",
+                        target_id=job_id,
+                        fingerprint=fingerprint,
+                        created_at=now,
+                    )
+                )
+                await conn.execute(
+                    insert(jobs).values(
+                        id=job_id,
+                        key=key,
+                        fingerprint=fingerprint,
+                        provider=provider,
+                        model=model,
+                        endpoint=endpoint,
+                        source=source,
+                        request_count=request_count,
+                        options=options,
+                        status="active",
+                        created_at=now,
+                        updated_at=now,
+                    )
+                )
+                batch_ids = await self._insert_batches(conn, job_id, new_batches, now)
+                await self._insert_requests(conn, job_id, request_rows, new_batches, batch_ids)
+                await append_event(
+                    conn,
+                    at=now,
+                    kind="job.created",
+                    job_id=job_id,
+                    worker=worker,
+                    reason=f"{request_count} requests in {len(new_batches)} batch(es)",
+                    data={"key": key, "provider": provider, "model": model, "source": source},
+                )
+        except IntegrityError:
+            # Lost the race for the key: the winner's Job is committed by now.
+            existing = await self._existing(key, fingerprint)
+            if existing is None:
+                raise
+            return existing, False
+        return await self.get(job_id), True
+
+    async def _existing(self, key: str, fingerprint: str) -> JobRow | None:
+        async with self._engine.connect() as conn:
+            row = (
+                (
+                    await conn.execute(
+                        select(idempotency_keys).where(
+                            idempotency_keys.c.key == key, idempotency_keys.c.scope == "job"
+                        )
+                    )
+                )
+                .mappings()
+                .first()
+            )
+        if row is None:
+            return None
+        if row["fingerprint"] != fingerprint:
+            raise KeyConflict(key)
+        return await self.get(row["target_id"])
+
+    async def _insert_batches(
+        self, conn: AsyncConnection, job_id: str, new_batches: list[NewBatch], now: float
+    ) -> list[str]:
+        ids = []
+        for nb in new_batches:
+            batch_id = new_id("bat")
+            ids.append(batch_id)
+            await conn.execute(
+                insert(batches).values(
+                    id=batch_id,
+                    job_id=job_id,
+                    parent_id=None,
+                    key=nb.key,
+                    tag=nb.tag,
+                    shard=nb.shard,
+                    attempt=1,
+                    state=State.NOT_SUBMITTED.value,
+                    request_count=nb.stop - nb.start,
+                    wire_bytes=nb.wire_bytes,
+                    submit_attempts=0,
+                    check_attempt=0,
+                    vendor_calls=0,
+                    next_check_at=now,
+                    created_at=now,
+                    updated_at=now,
+                )
+            )
+            await conn.execute(
+                insert(idempotency_keys).values(
+                    key=nb.key,
+                    scope="batch",
+                    target_id=batch_id,
+                    fingerprint=nb.tag,
+                    created_at=now,
+                )
+            )
+            await append_event(
+                conn,
+                at=now,
+                kind="batch.created",
+                job_id=job_id,
+                batch_id=batch_id,
+                to_state=State.NOT_SUBMITTED.value,
+                reason=f"shard {nb.shard}: {nb.stop - nb.start} requests, key derived",
+                data={"key": nb.key, "tag": nb.tag},
+            )
+        return ids
+
+    async def _insert_requests(
+        self,
+        conn: AsyncConnection,
+        job_id: str,
+        request_rows: Iterable[RequestLike],
+        new_batches: list[NewBatch],
+        batch_ids: list[str],
+    ) -> None:
+        def batch_for(seq: int) -> str:
+            for nb, bid in zip(new_batches, batch_ids, strict=True):
+                if nb.start <= seq < nb.stop:
+                    return bid
+            raise ValueError(f"request {seq} is in no shard")
+
+        chunk: list[dict[str, Any]] = []
+        for r in request_rows:
+            chunk.append(
+                {
+                    "job_id": job_id,
+                    "seq": r.seq,
+                    "custom_id": r.custom_id,
+                    "line": r.line,
+                    "body": orjson.dumps(r.body),
+                    "batch_id": batch_for(r.seq),
+                    "attempts": 0,
+                }
+            )
+            if len(chunk) >= _CHUNK:
+                await conn.execute(insert(requests), chunk)
+                chunk = []
+        if chunk:
+            await conn.execute(insert(requests), chunk)
+
+    async def get(self, job_id_or_key: str) -> JobRow:
+        """A Job by its id or its idempotency key."""
+        async with self._engine.connect() as conn:
+            row = (
+                (
+                    await conn.execute(
+                        select(jobs)
+                        .where(or_(jobs.c.id == job_id_or_key, jobs.c.key == job_id_or_key))
+                        .order_by(jobs.c.created_at.desc())
+                        .limit(1)
+                    )
+                )
+                .mappings()
+                .first()
+            )
+        if row is None:
+            raise NotFound(f"no job with id or key {job_id_or_key!r}")
+        return from_row(JobRow, row)
+
+    async def list(self, *, limit: int = 50) -> list[JobRow]:
+        async with self._engine.connect() as conn:
+            rows = await conn.execute(select(jobs).order_by(jobs.c.created_at.desc()).limit(limit))
+            return [from_row(JobRow, r) for r in rows.mappings()]
+
+    async def finish(self, job_id: str, outcome: dict[str, Any], *, worker: str | None) -> bool:
+        """Mark a Job done with its outcome summary, once (False if already done)."""
+        now = self._clock.now()
+        async with self._engine.begin() as conn:
+            result = await conn.execute(
+                update(jobs)
+                .where(jobs.c.id == job_id, jobs.c.status == "active")
+                .values(status="done", outcome=outcome, finished_at=now, updated_at=now)
+            )
+            if result.rowcount == 0:
+                return False
+            await append_event(
+                conn,
+                at=now,
+                kind="job.done",
+                job_id=job_id,
+                worker=worker,
+                reason=", ".join(f"{k} {v}" for k, v in outcome.get("counts", {}).items()),
+                data=outcome,
+            )
+        return True

@@ -1,0 +1,313 @@
+"""The request ledger and stored results.
+
+Closing a batch is one transaction: the DOWNLOADING -> DONE compare-and-set,
+every request's outcome, the retry child (if any) with the requests moved to it,
+the cost record (primary key per batch: counted once), and the key archived.
+A crash before commit leaves the batch in DOWNLOADING to be ingested again.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from sqlalchemy import Insert, Table, and_, func, insert, select, update
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
+
+from batchkiln.clock import Clock
+from batchkiln.lifecycle import Event, State, apply_event
+from batchkiln.store.audit import append_event
+from batchkiln.store.batches import StaleTransition
+from batchkiln.store.jobs import new_id
+from batchkiln.store.rows import BatchRow, RequestRow, from_row
+from batchkiln.store.tables import batches, costs, idempotency_keys, requests, results
+
+_CHUNK = 1000
+
+
+def insert_ignoring_duplicates(conn: AsyncConnection, table: Table) -> Insert:
+    dialect = postgresql if conn.dialect.name == "postgresql" else sqlite
+    return dialect.insert(table).on_conflict_do_nothing()  # type: ignore[no-any-return]
+
+
+@dataclass(frozen=True)
+class StoredResult:
+    seq: int
+    outcome: str
+    failure: str | None
+    error_code: str | None
+    error_message: str | None
+
+
+@dataclass(frozen=True)
+class ChildBatch:
+    key: str
+    tag: str
+    attempt: int
+    seqs: Sequence[int]
+    wire_bytes: int
+
+
+@dataclass
+class Closing:
+    """Everything that becomes true when a batch's results are in."""
+
+    outcomes: dict[int, str]  # seq -> succeeded|failed|exhausted|cancelled (final only)
+    errors: dict[int, dict[str, Any]] = field(default_factory=dict)  # seq -> last error
+    child: ChildBatch | None = None
+    cost: dict[str, Any] | None = None
+    key_retention_seconds: float = 30 * 86400
+    summary: dict[str, Any] = field(default_factory=dict)
+
+
+class Ledger:
+    def __init__(self, engine: AsyncEngine, clock: Clock) -> None:
+        self._engine = engine
+        self._clock = clock
+
+    async def requests_of(self, batch_id: str) -> list[tuple[int, bytes]]:
+        """(seq, body) of every request the batch carries, in input order."""
+        async with self._engine.connect() as conn:
+            rows = await conn.execute(
+                select(requests.c.seq, requests.c.body)
+                .where(requests.c.batch_id == batch_id)
+                .order_by(requests.c.seq)
+            )
+            return [(r.seq, r.body) for r in rows]
+
+    async def store_results(self, rows: list[dict[str, Any]]) -> None:
+        """Insert result rows; a row already stored for (batch, seq) is kept as it was."""
+        if not rows:
+            return
+        async with self._engine.begin() as conn:
+            for start in range(0, len(rows), _CHUNK):
+                await conn.execute(
+                    insert_ignoring_duplicates(conn, results), rows[start : start + _CHUNK]
+                )
+
+    async def results_of(self, batch_id: str) -> list[StoredResult]:
+        async with self._engine.connect() as conn:
+            rows = await conn.execute(
+                select(
+                    results.c.seq,
+                    results.c.outcome,
+                    results.c.failure,
+                    results.c.error_code,
+                    results.c.error_message,
+                ).where(results.c.batch_id == batch_id)
+            )
+            return [StoredResult(**r._mapping) for r in rows]
+
+    async def usage_of(self, batch_id: str) -> dict[str, int]:
+        """Token totals over the billed results of a batch."""
+        async with self._engine.connect() as conn:
+            row = (
+                await conn.execute(
+                    select(
+                        func.count().label("billed_requests"),
+                        func.coalesce(func.sum(results.c.input_tokens), 0).label("input_tokens"),
+                        func.coalesce(func.sum(results.c.cached_input_tokens), 0).label(
+                            "cached_input_tokens"
+                        ),
+                        func.coalesce(func.sum(results.c.output_tokens), 0).label("output_tokens"),
+                    ).where(results.c.batch_id == batch_id, results.c.billed == 1)
+                )
+            ).one()
+            return {k: int(v) for k, v in row._mapping.items()}
+
+    async def close_batch(
+        self, batch: BatchRow, closing: Closing, *, worker: str | None
+    ) -> str | None:
+        """Apply `closing` and move the batch DOWNLOADING -> DONE atomically.
+
+        Returns the child batch id, if a retry was planned. Raises StaleTransition
+        when another worker closed it first (nothing is applied twice)."""
+        now = self._clock.now()
+        to_state = apply_event(batch.id, State.DOWNLOADING, Event.INGESTED)
+        async with self._engine.begin() as conn:
+            moved = await conn.execute(
+                update(batches)
+                .where(batches.c.id == batch.id, batches.c.state == State.DOWNLOADING.value)
+                .values(state=to_state.value, updated_at=now, next_check_at=None)
+            )
+            if moved.rowcount == 0:
+                raise StaleTransition(batch.id, State.DOWNLOADING, None)
+            await self._apply_outcomes(conn, batch, closing)
+            child_id = None
+            if closing.child is not None:
+                child_id = await self._insert_child(conn, batch, closing.child, now, worker)
+            if closing.cost is not None:
+                await conn.execute(insert(costs).values(recorded_at=now, **closing.cost))
+                await append_event(
+                    conn,
+                    at=now,
+                    kind="cost.recorded",
+                    job_id=batch.job_id,
+                    batch_id=batch.id,
+                    worker=worker,
+                    data=closing.cost,
+                )
+            expires = now + closing.key_retention_seconds
+            await conn.execute(
+                update(idempotency_keys)
+                .where(idempotency_keys.c.key == batch.key)
+                .values(archived_at=now, expires_at=expires)
+            )
+            await append_event(
+                conn,
+                at=now,
+                kind="key.archived",
+                job_id=batch.job_id,
+                batch_id=batch.id,
+                worker=worker,
+                data={"key": batch.key, "expires_at": expires},
+            )
+            await append_event(
+                conn,
+                at=now,
+                kind="batch.ingested",
+                job_id=batch.job_id,
+                batch_id=batch.id,
+                from_state=State.DOWNLOADING.value,
+                to_state=to_state.value,
+                worker=worker,
+                data=closing.summary,
+            )
+            await append_event(
+                conn,
+                at=now,
+                kind="batch.done",
+                job_id=batch.job_id,
+                batch_id=batch.id,
+                worker=worker,
+                data=closing.summary,
+            )
+        return child_id
+
+    async def _apply_outcomes(
+        self, conn: AsyncConnection, batch: BatchRow, closing: Closing
+    ) -> None:
+        by_outcome: dict[str, list[int]] = {}
+        for seq, outcome in closing.outcomes.items():
+            by_outcome.setdefault(outcome, []).append(seq)
+        for outcome, seqs in by_outcome.items():
+            for start in range(0, len(seqs), _CHUNK):
+                await conn.execute(
+                    update(requests)
+                    .where(
+                        requests.c.job_id == batch.job_id,
+                        requests.c.seq.in_(seqs[start : start + _CHUNK]),
+                        requests.c.batch_id == batch.id,
+                        requests.c.outcome.is_(None),
+                    )
+                    .values(outcome=outcome, result_batch_id=batch.id, attempts=batch.attempt)
+                )
+        for seq, error in closing.errors.items():
+            await conn.execute(
+                update(requests)
+                .where(requests.c.job_id == batch.job_id, requests.c.seq == seq)
+                .values(last_error=error, attempts=batch.attempt)
+            )
+
+    async def _insert_child(
+        self,
+        conn: AsyncConnection,
+        parent: BatchRow,
+        child: ChildBatch,
+        now: float,
+        worker: str | None,
+    ) -> str:
+        child_id = new_id("bat")
+        await conn.execute(
+            insert(batches).values(
+                id=child_id,
+                job_id=parent.job_id,
+                parent_id=parent.id,
+                key=child.key,
+                tag=child.tag,
+                shard=parent.shard,
+                attempt=child.attempt,
+                state=State.NOT_SUBMITTED.value,
+                request_count=len(child.seqs),
+                wire_bytes=child.wire_bytes,
+                submit_attempts=0,
+                check_attempt=0,
+                vendor_calls=0,
+                next_check_at=now,
+                created_at=now,
+                updated_at=now,
+            )
+        )
+        await conn.execute(
+            insert(idempotency_keys).values(
+                key=child.key,
+                scope="batch",
+                target_id=child_id,
+                fingerprint=child.tag,
+                created_at=now,
+            )
+        )
+        seqs = list(child.seqs)
+        for start in range(0, len(seqs), _CHUNK):
+            moved = await conn.execute(
+                update(requests)
+                .where(
+                    and_(
+                        requests.c.job_id == parent.job_id,
+                        requests.c.seq.in_(seqs[start : start + _CHUNK]),
+                        requests.c.batch_id == parent.id,
+                        requests.c.outcome.is_(None),
+                    )
+                )
+                .values(batch_id=child_id)
+            )
+            if moved.rowcount != len(seqs[start : start + _CHUNK]):
+                raise RuntimeError("a retried request was not live in its parent batch")
+        await append_event(
+            conn,
+            at=now,
+            kind="batch.created",
+            job_id=parent.job_id,
+            batch_id=child_id,
+            to_state=State.NOT_SUBMITTED.value,
+            worker=worker,
+            reason=f"retry attempt {child.attempt} of {len(seqs)} request(s) from {parent.id}",
+            data={"key": child.key, "tag": child.tag, "parent_id": parent.id},
+        )
+        return child_id
+
+    async def job_counts(self, job_id: str) -> dict[str, int]:
+        """How many of a job's requests have each final outcome ('pending': none yet)."""
+        async with self._engine.connect() as conn:
+            rows = await conn.execute(
+                select(requests.c.outcome, func.count())
+                .where(requests.c.job_id == job_id)
+                .group_by(requests.c.outcome)
+            )
+            return {(o or "pending"): int(n) for o, n in rows.all()}
+
+    async def export_rows(
+        self, job_id: str
+    ) -> AsyncIterator[tuple[RequestRow, bytes | None, str | None]]:
+        """Every request of a job in input order, with the raw result line that is
+        final for it and the batch's tag, streamed."""
+        query = (
+            select(requests, results.c.raw, batches.c.tag)
+            .select_from(
+                requests.outerjoin(
+                    results,
+                    and_(
+                        results.c.batch_id == requests.c.result_batch_id,
+                        results.c.seq == requests.c.seq,
+                    ),
+                ).outerjoin(batches, batches.c.id == requests.c.result_batch_id)
+            )
+            .where(requests.c.job_id == job_id)
+            .order_by(requests.c.seq)
+        )
+        async with self._engine.connect() as conn:
+            stream = await conn.stream(query.execution_options(yield_per=_CHUNK))
+            async for row in stream.mappings():
+                yield from_row(RequestRow, row), row["raw"], row["tag"]

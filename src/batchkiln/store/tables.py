@@ -1,0 +1,177 @@
+"""The schema, as SQLAlchemy Core tables. Alembic migrations must produce exactly
+this (a test compares them); change both together.
+"""
+
+from __future__ import annotations
+
+from sqlalchemy import (
+    JSON,
+    Column,
+    Float,
+    ForeignKey,
+    Index,
+    Integer,
+    LargeBinary,
+    MetaData,
+    String,
+    Table,
+    Text,
+    UniqueConstraint,
+)
+
+metadata = MetaData(
+    naming_convention={
+        "ix": "ix_%(table_name)s_%(column_0_N_name)s",
+        "uq": "uq_%(table_name)s_%(column_0_N_name)s",
+        "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+        "pk": "pk_%(table_name)s",
+    }
+)
+
+jobs = Table(
+    "jobs",
+    metadata,
+    Column("id", String(40), primary_key=True),
+    Column("key", String(255), nullable=False, index=True),
+    Column("fingerprint", String(64), nullable=False),
+    Column("provider", String(32), nullable=False),
+    Column("model", String(200), nullable=False),
+    Column("endpoint", String(100), nullable=False),
+    Column("source", Text, nullable=True),  # the input file, as the user named it
+    Column("request_count", Integer, nullable=False),
+    Column("options", JSON, nullable=False),  # retry policy, budget, ...
+    Column("status", String(20), nullable=False),  # active | done
+    Column("outcome", JSON, nullable=True),  # summary once done
+    Column("created_at", Float, nullable=False),
+    Column("updated_at", Float, nullable=False),
+    Column("finished_at", Float, nullable=True),
+)
+
+batches = Table(
+    "batches",
+    metadata,
+    Column("id", String(40), primary_key=True),
+    Column("job_id", String(40), ForeignKey("jobs.id"), nullable=False, index=True),
+    Column("parent_id", String(40), ForeignKey("batches.id"), nullable=True),
+    Column("key", String(300), nullable=False, unique=True),
+    Column("tag", String(16), nullable=False, unique=True),
+    Column("shard", Integer, nullable=False),
+    Column("attempt", Integer, nullable=False),
+    Column("state", String(20), nullable=False),
+    Column("request_count", Integer, nullable=False),
+    Column("wire_bytes", Integer, nullable=False),
+    # what the vendor said, last time we asked
+    Column("vendor_id", String(100), nullable=True, index=True),
+    Column("vendor_status", String(30), nullable=True),
+    Column("vendor_total", Integer, nullable=True),
+    Column("vendor_succeeded", Integer, nullable=True),
+    Column("vendor_failed", Integer, nullable=True),
+    Column("vendor_created_at", Float, nullable=True),
+    Column("vendor_ended_at", Float, nullable=True),
+    Column("error", JSON, nullable=True),  # batch-level errors or the rejection
+    # exactly-once submission
+    Column("submit_started_at", Float, nullable=True),  # first intent: reconcile window start
+    Column("submit_attempts", Integer, nullable=False, default=0),
+    Column("last_submit_at", Float, nullable=True),  # the settle period runs from here
+    # tracking: the persisted schedule, so a restart resumes it
+    Column("next_check_at", Float, nullable=True),
+    Column("check_attempt", Integer, nullable=False, default=0),
+    Column("vendor_calls", Integer, nullable=False, default=0),
+    Column("detected_at", Float, nullable=True),
+    # leases for many workers
+    Column("lease_owner", String(100), nullable=True),
+    Column("lease_expires_at", Float, nullable=True),
+    Column("created_at", Float, nullable=False),
+    Column("updated_at", Float, nullable=False),
+    Index("ix_batches_due", "state", "next_check_at"),
+)
+
+# The request ledger: one row per request per job, and its one final outcome.
+requests = Table(
+    "requests",
+    metadata,
+    Column("job_id", String(40), ForeignKey("jobs.id"), primary_key=True),
+    Column("seq", Integer, primary_key=True),  # input order, 0-based
+    Column("custom_id", Text, nullable=False),
+    Column("line", Integer, nullable=False),
+    Column("body", LargeBinary, nullable=False),  # orjson of the vendor body
+    Column("batch_id", String(40), ForeignKey("batches.id"), nullable=True, index=True),
+    Column("attempts", Integer, nullable=False, default=0),
+    Column("outcome", String(20), nullable=True),  # succeeded|failed|exhausted|cancelled
+    Column("last_error", JSON, nullable=True),
+    Column("result_batch_id", String(40), nullable=True),  # the batch whose result is final
+    UniqueConstraint("job_id", "custom_id", name="uq_requests_job_id_custom_id"),
+)
+
+results = Table(
+    "results",
+    metadata,
+    Column("batch_id", String(40), ForeignKey("batches.id"), primary_key=True),
+    Column("seq", Integer, primary_key=True),
+    Column("job_id", String(40), nullable=False, index=True),
+    Column("outcome", String(20), nullable=False),  # succeeded|errored|expired|cancelled
+    Column("failure", String(20), nullable=True),  # retryable|permanent
+    Column("error_code", String(100), nullable=True),
+    Column("error_message", Text, nullable=True),
+    Column("input_tokens", Integer, nullable=False, default=0),
+    Column("cached_input_tokens", Integer, nullable=False, default=0),
+    Column("output_tokens", Integer, nullable=False, default=0),
+    Column("billed", Integer, nullable=False, default=0),
+    Column("raw", LargeBinary, nullable=False),  # the vendor's line as received
+)
+
+idempotency_keys = Table(
+    "idempotency_keys",
+    metadata,
+    Column("key", String(300), primary_key=True),
+    Column("scope", String(10), nullable=False),  # job | batch
+    Column("target_id", String(40), nullable=False),
+    Column("fingerprint", String(64), nullable=False),
+    Column("created_at", Float, nullable=False),
+    Column("archived_at", Float, nullable=True),
+    Column("expires_at", Float, nullable=True),  # set when archived; the reaper deletes after
+)
+
+audit_events = Table(
+    "audit_events",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("at", Float, nullable=False),
+    Column("job_id", String(40), nullable=True, index=True),
+    Column("batch_id", String(40), nullable=True),
+    Column("kind", String(40), nullable=False),
+    Column("from_state", String(20), nullable=True),
+    Column("to_state", String(20), nullable=True),
+    Column("reason", Text, nullable=True),
+    Column("worker", String(100), nullable=True),
+    Column("data", JSON, nullable=True),
+)
+
+# One cost record per batch, enforced by the primary key: costs are counted once.
+costs = Table(
+    "costs",
+    metadata,
+    Column("batch_id", String(40), ForeignKey("batches.id"), primary_key=True),
+    Column("job_id", String(40), nullable=False, index=True),
+    Column("provider", String(32), nullable=False),
+    Column("model", String(200), nullable=False),
+    Column("billed_requests", Integer, nullable=False),
+    Column("input_tokens", Integer, nullable=False),
+    Column("cached_input_tokens", Integer, nullable=False),
+    Column("output_tokens", Integer, nullable=False),
+    Column("cost_usd", Float, nullable=True),  # null: model not in the price table
+    Column("list_cost_usd", Float, nullable=True),  # the same work at non-batch prices
+    Column("price_source", Text, nullable=True),
+    Column("recorded_at", Float, nullable=False),
+)
+
+webhook_events = Table(
+    "webhook_events",
+    metadata,
+    Column("webhook_id", String(200), primary_key=True),  # dedupe key
+    Column("received_at", Float, nullable=False),
+    Column("event_type", String(50), nullable=False),
+    Column("vendor_batch_id", String(100), nullable=True),
+    Column("batch_id", String(40), nullable=True),  # ours, when known
+    Column("expires_at", Float, nullable=False),
+)
