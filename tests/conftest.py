@@ -61,7 +61,9 @@ def clock() -> FakeClock:
 
 
 @pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
-async def store(request: pytest.FixtureRequest, clock: FakeClock, tmp_path: object) -> AsyncIterator[Store]:
+async def store(
+    request: pytest.FixtureRequest, clock: FakeClock, tmp_path: object
+) -> AsyncIterator[Store]:
     """A migrated, empty store on SQLite and on PostgreSQL."""
     if request.param == "sqlite":
         s = await Store.open(f"sqlite:///{tmp_path}/kiln.db", clock=clock)

@@ -22,6 +22,8 @@ from batchkiln.sync import job_results, run_job
 __version__ = "0.1.0"
 
 __all__ = [
+    "STATE_INFO",
+    "TRANSITIONS",
     "Backoff",
     "Clock",
     "Event",
@@ -35,14 +37,12 @@ __all__ = [
     "Kiln",
     "NotFound",
     "RetryPolicy",
-    "STATE_INFO",
     "ScaledClock",
     "StaleTransition",
     "State",
     "Store",
     "Submitted",
     "SystemClock",
-    "TRANSITIONS",
     "Worker",
     "__version__",
     "iter_results",

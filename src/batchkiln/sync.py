@@ -31,10 +31,10 @@ def run_job(
     from batchkiln.cli.runtime import SIMULATED, open_runtime
 
     async def go() -> JobStatus:
-        async with open_runtime(simulated=provider in SIMULATED,
-                                database_url=database_url) as rt:
-            submitted = await rt.kiln.submit(path, provider=provider, model=model, key=key,
-                                             options=options)
+        async with open_runtime(simulated=provider in SIMULATED, database_url=database_url) as rt:
+            submitted = await rt.kiln.submit(
+                path, provider=provider, model=model, key=key, options=options
+            )
             return await rt.kiln.run_until_done(submitted.job.id)
 
     return asyncio.run(go())

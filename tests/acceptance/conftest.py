@@ -32,19 +32,33 @@ class Env:
 
     def new_kiln(self, worker: str) -> Kiln:
         """Another engine on the same store and vendor (a second process, in effect)."""
-        return Kiln(self.store, self.kiln.providers, clock=self.clock, worker=worker,
-                    rng=random.Random(worker))
+        return Kiln(
+            self.store,
+            self.kiln.providers,
+            clock=self.clock,
+            worker=worker,
+            rng=random.Random(worker),
+        )
 
 
 def write_requests(path: Path, n: int, *, vendor: str = "openai", prefix: str = "r") -> Path:
     with path.open("wb") as out:
         for i in range(n):
-            messages = [{"role": "user", "content": f"Summarise item {prefix}{i}: " + "x " * (i % 7)}]
+            messages = [
+                {"role": "user", "content": f"Summarise item {prefix}{i}: " + "x " * (i % 7)}
+            ]
             if vendor == "anthropic":
-                line = {"custom_id": f"{prefix}{i}", "params": {"max_tokens": 64, "messages": messages}}
+                line = {
+                    "custom_id": f"{prefix}{i}",
+                    "params": {"max_tokens": 64, "messages": messages},
+                }
             else:
-                line = {"custom_id": f"{prefix}{i}", "method": "POST", "url": "/v1/chat/completions",
-                        "body": {"messages": messages, "max_tokens": 64}}
+                line = {
+                    "custom_id": f"{prefix}{i}",
+                    "method": "POST",
+                    "url": "/v1/chat/completions",
+                    "body": {"messages": messages, "max_tokens": 64},
+                }
             out.write(orjson.dumps(line) + b"\n")
     return path
 
@@ -58,10 +72,12 @@ async def env(store: Store, clock: FakeClock, tmp_path: Path) -> AsyncIterator[E
     sim = Simulator(clock=clock, seed=1, faults=Faults(), base_url=SIM_URL)
     http = httpx.AsyncClient(transport=httpx.ASGITransport(app=sim.app), base_url=SIM_URL)
     providers = {
-        "openai": make_provider("openai", http_client=http, base_url=sim.openai_base_url,
-                                api_key="test"),
-        "anthropic": make_provider("anthropic", http_client=http,
-                                   base_url=sim.anthropic_base_url, api_key="test"),
+        "openai": make_provider(
+            "openai", http_client=http, base_url=sim.openai_base_url, api_key="test"
+        ),
+        "anthropic": make_provider(
+            "anthropic", http_client=http, base_url=sim.anthropic_base_url, api_key="test"
+        ),
     }
     kiln = Kiln(store, providers, clock=clock, worker="test-worker", rng=random.Random(0))
     yield Env(clock, sim, store, kiln, http, tmp_path)

@@ -60,9 +60,7 @@ def test_retry_states_never_lead_back_to_the_same_row() -> None:
     """Partial and Expired lead only to downloading: a retry is a child batch."""
     for state in (State.PARTIAL, State.EXPIRED):
         assert STATE_INFO[state].retry_path
-        assert {dst for (src, _), dst in TRANSITIONS.items() if src == state} == {
-            State.DOWNLOADING
-        }
+        assert {dst for (src, _), dst in TRANSITIONS.items() if src == state} == {State.DOWNLOADING}
 
 
 def test_apply_event_follows_the_table() -> None:

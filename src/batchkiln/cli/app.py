@@ -34,7 +34,8 @@ err = Console(stderr=True)
 ProviderOpt = Annotated[
     str,
     typer.Option(
-        "--provider", "-p",
+        "--provider",
+        "-p",
         help="openai | anthropic | simulator (OpenAI format, in-process, no keys)"
         " | simulator-anthropic",
     ),
@@ -78,19 +79,31 @@ def validate(
     except OSError as exc:
         raise fail(f"{file}: {exc.strerror or exc}", 2) from None
     if as_json:
-        _print_json({
-            "file": str(file), "provider": provider, "model": summary.model,
-            "endpoint": summary.endpoint, "requests": summary.count,
-            "wire_bytes": summary.wire_bytes, "fingerprint": summary.fingerprint,
-            "shards": [{"index": s.index, "requests": s.count, "wire_bytes": s.wire_bytes}
-                       for s in summary.shards],
-        })
+        _print_json(
+            {
+                "file": str(file),
+                "provider": provider,
+                "model": summary.model,
+                "endpoint": summary.endpoint,
+                "requests": summary.count,
+                "wire_bytes": summary.wire_bytes,
+                "fingerprint": summary.fingerprint,
+                "shards": [
+                    {"index": s.index, "requests": s.count, "wire_bytes": s.wire_bytes}
+                    for s in summary.shards
+                ],
+            }
+        )
         return
-    console.print(f"[green]valid[/] {file}: {summary.count} requests for {summary.model}"
-                  f" ({summary.endpoint}), {summary.wire_bytes:,} bytes on the wire")
+    console.print(
+        f"[green]valid[/] {file}: {summary.count} requests for {summary.model}"
+        f" ({summary.endpoint}), {summary.wire_bytes:,} bytes on the wire"
+    )
     for s in summary.shards:
-        console.print(f"  shard {s.index}: requests {s.start}..{s.stop - 1}"
-                      f" ({s.count}, {s.wire_bytes:,} bytes)")
+        console.print(
+            f"  shard {s.index}: requests {s.start}..{s.stop - 1}"
+            f" ({s.count}, {s.wire_bytes:,} bytes)"
+        )
 
 
 @app.command()
@@ -98,11 +111,17 @@ def submit(
     file: Annotated[Path, typer.Argument(help="Request file (JSONL).")],
     provider: ProviderOpt = "openai",
     model: ModelOpt = None,
-    key: Annotated[str | None, typer.Option(help="Idempotency key (default: content fingerprint).")] = None,
+    key: Annotated[
+        str | None, typer.Option(help="Idempotency key (default: content fingerprint).")
+    ] = None,
     endpoint: Annotated[str | None, typer.Option(help="OpenAI endpoint for plain lines.")] = None,
-    wait: Annotated[bool, typer.Option("--wait", help="Drive the job here until it is done.")] = False,
+    wait: Annotated[
+        bool, typer.Option("--wait", help="Drive the job here until it is done.")
+    ] = False,
     max_attempts: Annotated[int, typer.Option(help="Attempts per request, retries included.")] = 3,
-    auto_retry: Annotated[bool, typer.Option(help="Retry retryable failures as child batches.")] = True,
+    auto_retry: Annotated[
+        bool, typer.Option(help="Retry retryable failures as child batches.")
+    ] = True,
     as_json: JsonOpt = False,
 ) -> None:
     """Submit a request file as a Job. The same key (or content) never submits twice."""
@@ -114,8 +133,9 @@ def submit(
 
     async def go() -> JobStatus:
         async with open_runtime(simulated=simulated) as rt:
-            submitted = await rt.kiln.submit(file, provider=provider, model=model,
-                                             endpoint=endpoint, key=key, options=options)
+            submitted = await rt.kiln.submit(
+                file, provider=provider, model=model, endpoint=endpoint, key=key, options=options
+            )
             if not as_json:
                 verb = "created" if submitted.created else "found existing"
                 err.print(f"{verb} job [bold]{submitted.job.id}[/] (key {submitted.job.key})")
@@ -145,7 +165,9 @@ async def drive(rt: Runtime, job_id: str, *, quiet: bool = False) -> JobStatus:
 
 @app.command()
 def status(
-    job: Annotated[str | None, typer.Argument(help="Job id or key; none lists recent jobs.")] = None,
+    job: Annotated[
+        str | None, typer.Argument(help="Job id or key; none lists recent jobs.")
+    ] = None,
     as_json: JsonOpt = False,
 ) -> None:
     """Show a Job and its batches, or list recent Jobs."""
@@ -186,7 +208,9 @@ def results(
     output: Annotated[Path, typer.Option("-o", "--output", help="JSONL file to write.")] = Path(
         "results.jsonl"
     ),
-    fmt: Annotated[ExportFormat, typer.Option("--format", help="flat or vendor.")] = ExportFormat.FLAT,
+    fmt: Annotated[
+        ExportFormat, typer.Option("--format", help="flat or vendor.")
+    ] = ExportFormat.FLAT,
 ) -> None:
     """Write one line per request, in input order, under your custom_ids."""
 
@@ -209,4 +233,3 @@ def run_command(factory: Any) -> Any:
         raise fail(str(exc), 2) from None
     except OSError as exc:
         raise fail(str(exc), 2) from None
-

@@ -25,10 +25,49 @@ from batchkiln.simulator import Faults
 
 DEMO_DIR = Path(".kiln")
 _WORDS = (
-    "the batch window closes at midnight while the queue drains slowly and every request"
-    " carries a custom id that maps back to the ledger so nothing is lost when the network"
-    " drops or a worker restarts halfway through the overnight summarisation run"
-).split()
+    "the",
+    "batch",
+    "window",
+    "closes",
+    "at",
+    "midnight",
+    "while",
+    "the",
+    "queue",
+    "drains",
+    "slowly",
+    "and",
+    "every",
+    "request",
+    "carries",
+    "a",
+    "custom",
+    "id",
+    "that",
+    "maps",
+    "back",
+    "to",
+    "the",
+    "ledger",
+    "so",
+    "nothing",
+    "is",
+    "lost",
+    "when",
+    "the",
+    "network",
+    "drops",
+    "or",
+    "a",
+    "worker",
+    "restarts",
+    "halfway",
+    "through",
+    "the",
+    "overnight",
+    "summarisation",
+    "run",
+)
 
 
 def write_demo_requests(path: Path, count: int, *, vendor: str, seed: int = 7) -> None:
@@ -39,12 +78,17 @@ def write_demo_requests(path: Path, count: int, *, vendor: str, seed: int = 7) -
             text = " ".join(rng.choice(_WORDS) for _ in range(rng.randint(40, 120)))
             messages = [{"role": "user", "content": f"Summarise in one sentence: {text}"}]
             if vendor == "anthropic":
-                line = {"custom_id": f"doc-{i:04d}",
-                        "params": {"max_tokens": 200, "messages": messages}}
+                line = {
+                    "custom_id": f"doc-{i:04d}",
+                    "params": {"max_tokens": 200, "messages": messages},
+                }
             else:
-                line = {"custom_id": f"doc-{i:04d}", "method": "POST",
-                        "url": "/v1/chat/completions",
-                        "body": {"messages": messages, "max_tokens": 200}}
+                line = {
+                    "custom_id": f"doc-{i:04d}",
+                    "method": "POST",
+                    "url": "/v1/chat/completions",
+                    "body": {"messages": messages, "max_tokens": 200},
+                }
             out.write(orjson.dumps(line) + b"\n")
 
 
@@ -77,11 +121,13 @@ def demo(
     faults = Faults(seed=seed, retryable_rate=failure_rate)
 
     async def go() -> tuple[JobStatus, list[tuple[str | None, str | None, str | None]], float]:
-        async with open_runtime(simulated=True, faults=faults, seed=seed,
-                                database_url=_fresh_database(db_path)) as rt:
+        async with open_runtime(
+            simulated=True, faults=faults, seed=seed, database_url=_fresh_database(db_path)
+        ) as rt:
             started = rt.clock.now()
-            submitted = await rt.kiln.submit(source, provider=provider, model=model,
-                                             key=f"demo-{vendor}")
+            submitted = await rt.kiln.submit(
+                source, provider=provider, model=model, key=f"demo-{vendor}"
+            )
             status = await drive(rt, submitted.job.id)
             await write_results(rt.kiln.store, submitted.job.id, results_path)
             events = await rt.kiln.store.audit.for_job(submitted.job.id)
@@ -99,5 +145,6 @@ def demo(
     console.print(f"job [bold]{status.job.id}[/] is [bold]{status.state}[/]: {counts}")
     console.print(f"vendor time elapsed: {duration(vendor_seconds)} (simulated at 2000x)")
     console.print(f"results: {results_path} (one line per request, input order)")
-    console.print(f"store:   {db_path} (KILN_DATABASE_URL=sqlite:///{db_path} kiln status"
-                  f" {status.job.id})")
+    console.print(
+        f"store:   {db_path} (KILN_DATABASE_URL=sqlite:///{db_path} kiln status {status.job.id})"
+    )

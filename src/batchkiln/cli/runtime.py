@@ -5,6 +5,7 @@ adapters and official SDKs over an ASGI transport."""
 
 from __future__ import annotations
 
+import functools
 from collections.abc import AsyncIterator, Callable, Iterator, Mapping
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
@@ -70,24 +71,31 @@ async def open_runtime(
     simulator = None
     http: httpx.AsyncClient | None = None
     if simulated:
-        simulator = Simulator(clock=clock, seed=seed, faults=faults or Faults(),
-                              base_url="http://simulator.kiln")
+        simulator = Simulator(
+            clock=clock, seed=seed, faults=faults or Faults(), base_url="http://simulator.kiln"
+        )
         http = httpx.AsyncClient(
             transport=httpx.ASGITransport(app=simulator.app), base_url="http://simulator.kiln"
         )
         sim_http = http
         sim = simulator
-        providers = LazyProviders({
-            SIMULATOR: lambda: make_provider(
-                "openai", http_client=sim_http, base_url=sim.openai_base_url, api_key="sim"
-            ),
-            SIMULATOR_ANTHROPIC: lambda: make_provider(
-                "anthropic", http_client=sim_http, base_url=sim.anthropic_base_url,
-                api_key="sim",
-            ),
-        })
+        providers = LazyProviders(
+            {
+                SIMULATOR: lambda: make_provider(
+                    "openai", http_client=sim_http, base_url=sim.openai_base_url, api_key="sim"
+                ),
+                SIMULATOR_ANTHROPIC: lambda: make_provider(
+                    "anthropic",
+                    http_client=sim_http,
+                    base_url=sim.anthropic_base_url,
+                    api_key="sim",
+                ),
+            }
+        )
     else:
-        providers = LazyProviders({name: (lambda n=name: make_provider(n)) for name in VENDORS})
+        providers = LazyProviders(
+            {name: functools.partial(make_provider, name) for name in VENDORS}
+        )
     store = await Store.open(database_url, clock=clock)
     try:
         yield Runtime(Kiln(store, providers, clock=clock), simulator, clock)

@@ -68,14 +68,30 @@ def status_view(status: JobStatus, now: float) -> Group:
     outcome = ", ".join(f"{k} {v}" for k, v in sorted(status.counts.items()))
     head.add_row("outcomes", outcome, "source", job.source or "-")
     table = Table(title="batches", title_justify="left", expand=False)
-    for column in ("batch", "attempt", "shard", "state", "vendor id", "progress",
-                   "next check", "calls", "next action"):
+    for column in (
+        "batch",
+        "attempt",
+        "shard",
+        "state",
+        "vendor id",
+        "progress",
+        "next check",
+        "calls",
+        "next action",
+    ):
         table.add_column(column)
     for b in status.batches:
         next_check = duration(b.next_check_at - now) if b.next_check_at else "-"
         table.add_row(
-            b.id, str(b.attempt), str(b.shard), state_text(b.state), b.vendor_id or "-",
-            batch_progress(b), next_check, str(b.vendor_calls), STATE_INFO[b.state].next_action,
+            b.id,
+            str(b.attempt),
+            str(b.shard),
+            state_text(b.state),
+            b.vendor_id or "-",
+            batch_progress(b),
+            next_check,
+            str(b.vendor_calls),
+            STATE_INFO[b.state].next_action,
         )
     return Group(head, table)
 
@@ -85,8 +101,15 @@ def jobs_table(rows: list[dict[str, Any]]) -> Table:
     for column in ("job", "key", "provider", "model", "requests", "status", "created"):
         table.add_column(column)
     for r in rows:
-        table.add_row(r["id"], r["key"][:40], r["provider"], r["model"], str(r["request_count"]),
-                      r["status"], stamp(r["created_at"]))
+        table.add_row(
+            r["id"],
+            r["key"][:40],
+            r["provider"],
+            r["model"],
+            str(r["request_count"]),
+            r["status"],
+            stamp(r["created_at"]),
+        )
     return table
 
 
@@ -103,10 +126,17 @@ def status_json(status: JobStatus) -> dict[str, Any]:
         "outcome": job.outcome,
         "batches": [
             {
-                "id": b.id, "parent_id": b.parent_id, "attempt": b.attempt, "shard": b.shard,
-                "state": b.state.value, "vendor_id": b.vendor_id, "requests": b.request_count,
-                "vendor_succeeded": b.vendor_succeeded, "vendor_failed": b.vendor_failed,
-                "next_check_at": b.next_check_at, "vendor_calls": b.vendor_calls,
+                "id": b.id,
+                "parent_id": b.parent_id,
+                "attempt": b.attempt,
+                "shard": b.shard,
+                "state": b.state.value,
+                "vendor_id": b.vendor_id,
+                "requests": b.request_count,
+                "vendor_succeeded": b.vendor_succeeded,
+                "vendor_failed": b.vendor_failed,
+                "next_check_at": b.next_check_at,
+                "vendor_calls": b.vendor_calls,
             }
             for b in status.batches
         ],

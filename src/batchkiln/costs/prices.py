@@ -28,7 +28,8 @@ class Price:
     def cost(self, *, input_tokens: int, cached_input_tokens: int, output_tokens: int) -> float:
         fresh = max(0, input_tokens - cached_input_tokens)
         return (
-            fresh * self.input + cached_input_tokens * self.cached_input
+            fresh * self.input
+            + cached_input_tokens * self.cached_input
             + output_tokens * self.output
         ) / 1_000_000
 
@@ -65,7 +66,9 @@ def _parse(raw: dict[str, Any]) -> PriceTable:
 @functools.cache
 def load_prices(user_file: str | None = None) -> PriceTable:
     """The shipped table, overlaid with `user_file` (or KILN_PRICES_FILE) when given."""
-    shipped = _parse(orjson.loads(resources.files(__package__).joinpath("prices.json").read_bytes()))
+    shipped = _parse(
+        orjson.loads(resources.files(__package__).joinpath("prices.json").read_bytes())
+    )
     path = user_file or os.environ.get("KILN_PRICES_FILE")
     if not path:
         return shipped
@@ -90,8 +93,11 @@ def batch_cost(provider: str, model: str, usage: dict[str, int]) -> dict[str, An
     table = load_prices()
     price = table.lookup(provider, model)
     if price is None:
-        return {"cost_usd": None, "list_cost_usd": None,
-                "price_source": f"no price for {provider}/{model}"}
+        return {
+            "cost_usd": None,
+            "list_cost_usd": None,
+            "price_source": f"no price for {provider}/{model}",
+        }
     tokens = {k: usage[k] for k in ("input_tokens", "cached_input_tokens", "output_tokens")}
     list_cost = price.cost(**tokens)
     return {

@@ -104,19 +104,33 @@ class Kiln:
         for shard in summary.shards:
             bkey = derive_batch_key(jkey, shard.index, 1)
             new_batches.append(
-                NewBatch(key=bkey, tag=batch_tag(bkey), shard=shard.index, start=shard.start,
-                         stop=shard.stop, wire_bytes=shard.wire_bytes)
+                NewBatch(
+                    key=bkey,
+                    tag=batch_tag(bkey),
+                    shard=shard.index,
+                    start=shard.start,
+                    stop=shard.stop,
+                    wire_bytes=shard.wire_bytes,
+                )
             )
         job, created = await self.store.jobs.create(
-            key=jkey, fingerprint=summary.fingerprint, provider=provider, model=summary.model,
-            endpoint=summary.endpoint, source=str(path), request_count=summary.count,
+            key=jkey,
+            fingerprint=summary.fingerprint,
+            provider=provider,
+            model=summary.model,
+            endpoint=summary.endpoint,
+            source=str(path),
+            request_count=summary.count,
             options=(options or JobOptions()).model_dump(),
             request_rows=iter_requests(path, provider=wire, model=model, endpoint=endpoint),  # type: ignore[arg-type]
-            new_batches=new_batches, worker=self.worker,
+            new_batches=new_batches,
+            worker=self.worker,
         )
         if not created:
             await self.store.audit.record(
-                "job.resubmitted", job_id=job.id, worker=self.worker,
+                "job.resubmitted",
+                job_id=job.id,
+                worker=self.worker,
                 reason="same key and content: returned the existing job, nothing resent",
             )
         return Submitted(job, created)
@@ -124,7 +138,9 @@ class Kiln:
     async def status(self, job_ref: str) -> JobStatus:
         job = await self.store.jobs.get(job_ref)
         return JobStatus(
-            job, await self.store.batches.for_job(job.id), await self.store.ledger.job_counts(job.id)
+            job,
+            await self.store.batches.for_job(job.id),
+            await self.store.ledger.job_counts(job.id),
         )
 
     async def step(self, batch: BatchRow) -> StepResult:
@@ -156,7 +172,10 @@ class Kiln:
             result = StepResult(0, str(exc))
         except VendorError as exc:
             await self.store.audit.record(
-                "step.failed", job_id=batch.job_id, batch_id=batch.id, worker=self.worker,
+                "step.failed",
+                job_id=batch.job_id,
+                batch_id=batch.id,
+                worker=self.worker,
                 reason=f"{batch.state.value}: {exc.message}",
             )
             delay = self.backoff.delay(batch.check_attempt, self.rng, retry_after=exc.retry_after)

@@ -36,7 +36,10 @@ class Ingestor:
     async def ingest(self, job: JobRow, batch: BatchRow, provider: Provider) -> StepResult:
         if batch.state in ENDED_AT_VENDOR:
             await self.store.batches.transition(
-                batch, batch.state, Event.DOWNLOAD, worker=self.worker,
+                batch,
+                batch.state,
+                Event.DOWNLOAD,
+                worker=self.worker,
                 reason=f"downloading results of a {batch.state.value} batch",
                 values={"error": batch.error},
             )
@@ -62,13 +65,15 @@ class Ingestor:
     async def _ended_as(self, batch: BatchRow) -> State:
         """The vendor outcome a batch had before it entered downloading (from the audit log)."""
         for event in reversed(await self.store.audit.for_job(batch.job_id)):
-            if event.batch_id == batch.id and event.to_state == State.DOWNLOADING.value:
+            if (
+                event.batch_id == batch.id
+                and event.to_state == State.DOWNLOADING.value
+                and event.from_state is not None
+            ):
                 return State(event.from_state)
         raise RuntimeError(f"batch {batch.id} entered downloading without an audit event")
 
-    async def _download(
-        self, batch: BatchRow, lines: Any, carried: set[int]
-    ) -> dict[str, int]:
+    async def _download(self, batch: BatchRow, lines: Any, carried: set[int]) -> dict[str, int]:
         seen: set[int] = set()
         rows: list[dict[str, Any]] = []
         stats: Counter[str] = Counter()
@@ -94,13 +99,21 @@ class Ingestor:
 
     async def _report(self, batch: BatchRow, kind: str, line: ResultLine, why: str) -> None:
         await self.store.audit.record(
-            kind, job_id=batch.job_id, batch_id=batch.id, worker=self.worker,
+            kind,
+            job_id=batch.job_id,
+            batch_id=batch.id,
+            worker=self.worker,
             reason=f"{why}: custom_id {line.wire_id!r}",
         )
 
     async def _plan(
-        self, job: JobRow, batch: BatchRow, ended_as: State, carried: set[int],
-        stored: list[StoredResult], vendor: str,
+        self,
+        job: JobRow,
+        batch: BatchRow,
+        ended_as: State,
+        carried: set[int],
+        stored: list[StoredResult],
+        vendor: str,
     ) -> Closing:
         policy = JobOptions.load(job.options).retry
         by_seq = {r.seq: r for r in stored}
@@ -115,8 +128,9 @@ class Ingestor:
                 continue
             error, retryable = _failure(result, ended_as, batch, policy)
             errors[seq] = error
-            if ended_as == State.CANCELLED and (result is None or
-                                                result.outcome == Outcome.CANCELLED):
+            if ended_as == State.CANCELLED and (
+                result is None or result.outcome == Outcome.CANCELLED
+            ):
                 outcomes[seq] = "cancelled"
             elif not retryable:
                 outcomes[seq] = "failed"
@@ -129,20 +143,33 @@ class Ingestor:
         if retry:
             key = derive_batch_key(job.key, batch.shard, batch.attempt + 1)
             share = batch.wire_bytes * len(retry) // max(1, batch.request_count)
-            child = ChildBatch(key=key, tag=batch_tag(key), attempt=batch.attempt + 1,
-                               seqs=retry, wire_bytes=share)
+            child = ChildBatch(
+                key=key, tag=batch_tag(key), attempt=batch.attempt + 1, seqs=retry, wire_bytes=share
+            )
         usage = await self.store.ledger.usage_of(batch.id)
         cost = batch_cost(vendor, job.model, usage)
         counts = Counter(outcomes.values())
         summary: dict[str, Any] = {
-            "ended_as": ended_as.value, "requests": len(carried), **counts,
-            "retrying": len(retry), "billed_requests": usage["billed_requests"],
+            "ended_as": ended_as.value,
+            "requests": len(carried),
+            **counts,
+            "retrying": len(retry),
+            "billed_requests": usage["billed_requests"],
         }
         return Closing(
-            outcomes=outcomes, errors=errors, child=child,
-            cost={"batch_id": batch.id, "job_id": job.id, "provider": vendor,
-                  "model": job.model, **usage, **cost},
-            key_retention_seconds=KEY_RETENTION_SECONDS, summary=summary,
+            outcomes=outcomes,
+            errors=errors,
+            child=child,
+            cost={
+                "batch_id": batch.id,
+                "job_id": job.id,
+                "provider": vendor,
+                "model": job.model,
+                **usage,
+                **cost,
+            },
+            key_retention_seconds=KEY_RETENTION_SECONDS,
+            summary=summary,
         )
 
     async def _finish_job_if_settled(self, job: JobRow) -> None:
@@ -173,8 +200,11 @@ def _failure(
         return {"code": "no_result", "message": "the vendor returned no result line"}, (
             policy.retry_missing
         )
-    error = {"code": result.error_code or result.outcome, "message": result.error_message,
-             "outcome": result.outcome}
+    error = {
+        "code": result.error_code or result.outcome,
+        "message": result.error_message,
+        "outcome": result.outcome,
+    }
     if result.outcome == Outcome.EXPIRED:
         return error, policy.retry_expired
     if result.outcome == Outcome.CANCELLED:

@@ -29,7 +29,7 @@ class Backoff:
 
     def ceiling(self, attempt: int) -> float:
         """The un-jittered delay for the n-th check (0-based): 10, 20, 40, ... 300."""
-        return min(self.cap, self.first * (2 ** min(attempt, 32)))
+        return min(self.cap, self.first * float(2 ** min(attempt, 32)))
 
     def delay(
         self,

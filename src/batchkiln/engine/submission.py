@@ -71,13 +71,18 @@ class Submitter:
             tag=batch.tag,
             model=job.model,
             endpoint=job.endpoint,
-            requests=[WireRequest(wire_id(batch.tag, seq), orjson.loads(body)) for seq, body in rows],
+            requests=[
+                WireRequest(wire_id(batch.tag, seq), orjson.loads(body)) for seq, body in rows
+            ],
         )
 
     async def submit(self, job: JobRow, batch: BatchRow, provider: Provider) -> StepResult:
         if batch.state == State.NOT_SUBMITTED:
             await self.store.batches.transition(
-                batch, State.NOT_SUBMITTED, Event.SUBMIT, worker=self.worker,
+                batch,
+                State.NOT_SUBMITTED,
+                Event.SUBMIT,
+                worker=self.worker,
                 reason="intent recorded before the vendor call",
                 values={"submit_started_at": self.clock.now()},
             )
@@ -97,7 +102,10 @@ class Submitter:
             batch.id, submit_attempts=attempt, last_submit_at=self.clock.now()
         )
         await self.store.audit.record(
-            "submit.attempt", job_id=batch.job_id, batch_id=batch.id, worker=self.worker,
+            "submit.attempt",
+            job_id=batch.job_id,
+            batch_id=batch.id,
+            worker=self.worker,
             reason=f"create call {attempt} ({len(spec.requests)} requests)",
         )
         try:
@@ -105,7 +113,10 @@ class Submitter:
         except AmbiguousOutcome as exc:
             await self._count_call(batch)
             await self.store.audit.record(
-                "submit.unknown", job_id=batch.job_id, batch_id=batch.id, worker=self.worker,
+                "submit.unknown",
+                job_id=batch.job_id,
+                batch_id=batch.id,
+                worker=self.worker,
                 reason=f"outcome unknown ({exc.message}); reconcile before resending",
             )
             return StepResult(SETTLE_SECONDS, "ambiguous create; will reconcile")
@@ -113,14 +124,20 @@ class Submitter:
             await self._count_call(batch)
             if exc.retryable:
                 await self.store.audit.record(
-                    "submit.retry", job_id=batch.job_id, batch_id=batch.id, worker=self.worker,
+                    "submit.retry",
+                    job_id=batch.job_id,
+                    batch_id=batch.id,
+                    worker=self.worker,
                     reason=f"vendor said retry ({exc.status}: {exc.message})",
                     data={"retry_after": exc.retry_after},
                 )
                 wait = exc.retry_after if exc.retry_after is not None else SETTLE_SECONDS
                 return StepResult(wait, "vendor asked us to retry", retry_after=exc.retry_after)
             await self.store.batches.transition(
-                batch, State.SUBMITTING, Event.REJECTED, worker=self.worker,
+                batch,
+                State.SUBMITTING,
+                Event.REJECTED,
+                worker=self.worker,
                 reason=f"vendor rejected the batch: {exc.message}",
                 values={
                     "error": {"status": exc.status, "code": exc.code, "message": exc.message},
@@ -155,7 +172,10 @@ class Submitter:
         waited = self.clock.now() - (batch.last_submit_at or 0.0)
         settled = waited >= SETTLE_SECONDS
         await self.store.audit.record(
-            "submit.reconcile", job_id=batch.job_id, batch_id=batch.id, worker=self.worker,
+            "submit.reconcile",
+            job_id=batch.job_id,
+            batch_id=batch.id,
+            worker=self.worker,
             reason="no vendor batch found" + ("; resending" if settled else "; waiting to settle"),
             data={"candidates": len(candidates)},
         )
@@ -166,8 +186,11 @@ class Submitter:
     async def _ambiguous(
         self, batch: BatchRow, candidates: list[VendorBatch], provider: Provider
     ) -> StepResult:
-        ended = [c for c in candidates if c.state not in (State.PENDING, State.IN_PROGRESS,
-                                                          State.CANCELLING)]
+        ended = [
+            c
+            for c in candidates
+            if c.state not in (State.PENDING, State.IN_PROGRESS, State.CANCELLING)
+        ]
         for candidate in ended:
             async for line in provider.results(candidate):
                 parsed = parse_wire_id(line.wire_id)
@@ -176,7 +199,10 @@ class Submitter:
                     return StepResult(None, "reconciled")
                 break  # one line tells whose batch it is
         await self.store.audit.record(
-            "submit.ambiguous", job_id=batch.job_id, batch_id=batch.id, worker=self.worker,
+            "submit.ambiguous",
+            job_id=batch.job_id,
+            batch_id=batch.id,
+            worker=self.worker,
             reason=f"{len(candidates)} vendor batches match our window and size; not resending,"
             " waiting for their results to show our tag",
             data={"candidates": [c.vendor_id for c in candidates]},
@@ -189,7 +215,10 @@ class Submitter:
 
     async def _accept(self, batch: BatchRow, vendor: VendorBatch, *, how: str) -> None:
         await self.store.batches.transition(
-            batch, State.SUBMITTING, Event.ACCEPTED, worker=self.worker,
+            batch,
+            State.SUBMITTING,
+            Event.ACCEPTED,
+            worker=self.worker,
             reason=f"vendor batch {vendor.vendor_id} {how}",
             values={
                 "vendor_id": vendor.vendor_id,

@@ -43,7 +43,10 @@ class Tracker:
             attempt = batch.check_attempt + 1
             await self.store.batches.update(batch.id, check_attempt=attempt)
             await self.store.audit.record(
-                "poll.failed", job_id=batch.job_id, batch_id=batch.id, worker=self.worker,
+                "poll.failed",
+                job_id=batch.job_id,
+                batch_id=batch.id,
+                worker=self.worker,
                 reason=f"{exc.status or 'connection'}: {exc.message}",
             )
             delay = self.backoff.delay(attempt, self.rng, retry_after=exc.retry_after)
@@ -62,7 +65,10 @@ class Tracker:
             "vendor_ended_at": vendor.ended_at,
         }
         await self.store.audit.record(
-            "poll", job_id=batch.job_id, batch_id=batch.id, worker=self.worker,
+            "poll",
+            job_id=batch.job_id,
+            batch_id=batch.id,
+            worker=self.worker,
             reason=f"vendor says {vendor.vendor_status}"
             f" ({vendor.processed}/{vendor.total} processed)",
         )
@@ -73,10 +79,18 @@ class Tracker:
             if vendor.state in ENDED_AT_VENDOR:
                 values["detected_at"] = now
             state = await self.store.batches.transition(
-                batch, state, event, worker=self.worker,
-                reason=f"vendor status {vendor.vendor_status}", values=values,
-                data={"total": vendor.total, "succeeded": vendor.succeeded,
-                      "failed": vendor.failed, "errors": [e.message for e in vendor.errors]},
+                batch,
+                state,
+                event,
+                worker=self.worker,
+                reason=f"vendor status {vendor.vendor_status}",
+                values=values,
+                data={
+                    "total": vendor.total,
+                    "succeeded": vendor.succeeded,
+                    "failed": vendor.failed,
+                    "errors": [e.message for e in vendor.errors],
+                },
             )
         else:
             await self.store.batches.update(batch.id, **snapshot)
@@ -87,8 +101,10 @@ class Tracker:
         eta = None
         if state == State.IN_PROGRESS:
             eta = predicted_finish(
-                total=vendor.total, processed=vendor.processed,
-                started_at=self._started_at(batch, vendor), now=now,
+                total=vendor.total,
+                processed=vendor.processed,
+                started_at=self._started_at(batch, vendor),
+                now=now,
             )
         return StepResult(self.backoff.delay(attempt, self.rng, eta=eta), vendor.vendor_status)
 
@@ -97,7 +113,9 @@ class Tracker:
         if theirs == ours:
             return None
         if theirs in ENDED_AT_VENDOR and ours in (
-            State.PENDING, State.IN_PROGRESS, State.CANCELLING
+            State.PENDING,
+            State.IN_PROGRESS,
+            State.CANCELLING,
         ):
             return event_for_outcome(theirs)
         if ours == State.PENDING and theirs == State.IN_PROGRESS:

@@ -29,9 +29,7 @@ class KeyConflict(Exception):
 
 def check_user_key(key: str) -> str:
     if not 1 <= len(key) <= 255 or not set(key) <= _PRINTABLE:
-        raise ValueError(
-            f"idempotency key {key[:40]!r}: must be 1-255 printable ASCII characters"
-        )
+        raise ValueError(f"idempotency key {key[:40]!r}: must be 1-255 printable ASCII characters")
     return key
 
 

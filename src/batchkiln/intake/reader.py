@@ -25,7 +25,10 @@ from batchkiln.intake.sharding import PROVIDER_LIMITS, Shard, plan_shards
 
 Vendor = Literal["openai", "anthropic"]
 OPENAI_ENDPOINTS = (
-    "/v1/chat/completions", "/v1/responses", "/v1/embeddings", "/v1/completions",
+    "/v1/chat/completions",
+    "/v1/responses",
+    "/v1/embeddings",
+    "/v1/completions",
     "/v1/moderations",
 )
 ANTHROPIC_ENDPOINT = "/v1/messages"
@@ -105,23 +108,30 @@ def _normalise(record: Any, ctx: _Context, line: int) -> tuple[str, dict[str, An
         raise _Reject(f"custom_id is longer than {MAX_CUSTOM_ID} characters")
     if "method" in record or "url" in record:
         if ctx.provider != "openai":
-            raise _Reject("this is an OpenAI batch line (method/url); use --provider openai"
-                          " or the plain form {custom_id, body}")
+            raise _Reject(
+                "this is an OpenAI batch line (method/url); use --provider openai"
+                " or the plain form {custom_id, body}"
+            )
         if record.get("method") != "POST":
-            raise _Reject(f"method must be \"POST\", got {record.get('method')!r}")
+            raise _Reject(f'method must be "POST", got {record.get("method")!r}')
         url = record.get("url")
         if url not in OPENAI_ENDPOINTS:
             raise _Reject(f"url {url!r} is not a batch endpoint ({', '.join(OPENAI_ENDPOINTS)})")
         body, endpoint = record.get("body"), str(url)
     elif "params" in record:
         if ctx.provider != "anthropic":
-            raise _Reject("this is an Anthropic line (params); use --provider anthropic"
-                          " or the plain form {custom_id, body}")
+            raise _Reject(
+                "this is an Anthropic line (params); use --provider anthropic"
+                " or the plain form {custom_id, body}"
+            )
         body, endpoint = record.get("params"), ANTHROPIC_ENDPOINT
     elif "body" in record:
         body = record.get("body")
-        endpoint = (ctx.endpoint or DEFAULT_OPENAI_ENDPOINT) if ctx.provider == "openai" \
+        endpoint = (
+            (ctx.endpoint or DEFAULT_OPENAI_ENDPOINT)
+            if ctx.provider == "openai"
             else ANTHROPIC_ENDPOINT
+        )
     else:
         raise _Reject("a line needs body (plain or OpenAI form) or params (Anthropic form)")
     if not isinstance(body, dict):
@@ -139,8 +149,11 @@ def _normalise(record: Any, ctx: _Context, line: int) -> tuple[str, dict[str, An
         if not isinstance(body.get("messages"), list) or not body["messages"]:
             raise _Reject("params.messages must be a non-empty list")
     encoded = len(orjson.dumps(body))
-    overhead = (len(f'{{"custom_id":"","method":"POST","url":"{endpoint}","body":}}\n')
-                if ctx.provider == "openai" else len('{"custom_id":"","params":},'))
+    overhead = (
+        len(f'{{"custom_id":"","method":"POST","url":"{endpoint}","body":}}\n')
+        if ctx.provider == "openai"
+        else len('{"custom_id":"","params":},')
+    )
     return custom_id, body, encoded + overhead + _WIRE_ID_LEN + len(str(line))
 
 
@@ -152,8 +165,9 @@ def _agree(ctx: _Context, what: Literal["model", "endpoint"], value: str, line: 
     elif current != value:
         first = getattr(ctx, f"{what}_line")
         origin = f"line {first}" if first is not None else f"--{what}"
-        raise _Reject(f"{what} {value!r} differs from {current!r} ({origin});"
-                      f" one job has one {what}")
+        raise _Reject(
+            f"{what} {value!r} differs from {current!r} ({origin}); one job has one {what}"
+        )
 
 
 def _records(path: Path) -> Iterator[tuple[int, bytes]]:
@@ -178,8 +192,9 @@ def validate_file(
     if provider not in PROVIDER_LIMITS:
         raise InputError([LineError(name, None, f"unknown provider {provider!r}")])
     if endpoint is not None and provider == "openai" and endpoint not in OPENAI_ENDPOINTS:
-        raise InputError([LineError(name, None, f"--endpoint {endpoint!r} is not a batch"
-                                                 " endpoint")])
+        raise InputError(
+            [LineError(name, None, f"--endpoint {endpoint!r} is not a batch endpoint")]
+        )
     ctx = _Context(provider, model, endpoint)
     errors: list[LineError] = []
     truncated = 0
@@ -194,11 +209,13 @@ def validate_file(
                 except orjson.JSONDecodeError as exc:
                     raise _Reject(f"not valid JSON ({exc.msg})") from None
                 custom_id, body, size = _normalise(record, ctx, number)
-                key = int.from_bytes(hashlib.blake2b(custom_id.encode(), digest_size=8)
-                                     .digest(), "big")
+                key = int.from_bytes(
+                    hashlib.blake2b(custom_id.encode(), digest_size=8).digest(), "big"
+                )
                 if key in first_seen:
-                    raise _Reject(f"duplicate custom_id {custom_id!r}"
-                                  f" (first seen on line {first_seen[key]})")
+                    raise _Reject(
+                        f"duplicate custom_id {custom_id!r} (first seen on line {first_seen[key]})"
+                    )
                 first_seen[key] = number
             except _Reject as reject:
                 if len(errors) < max_errors:
@@ -216,15 +233,23 @@ def validate_file(
     limit = PROVIDER_LIMITS[provider].byte_budget
     for seq, size in enumerate(sizes):
         if size > limit and len(errors) < max_errors:
-            errors.append(LineError(name, None, f"request {seq} is {size} bytes, over the"
-                                                f" {limit}-byte batch budget"))
+            errors.append(
+                LineError(
+                    name, None, f"request {seq} is {size} bytes, over the {limit}-byte batch budget"
+                )
+            )
     if errors:
         raise InputError(errors, truncated)
     assert ctx.model is not None and ctx.endpoint is not None
     digest.update(f"{ctx.model}\0{ctx.endpoint}".encode())
     return InputSummary(
-        path=name, provider=provider, model=ctx.model, endpoint=ctx.endpoint,
-        count=len(sizes), wire_bytes=sum(sizes), fingerprint=digest.hexdigest(),
+        path=name,
+        provider=provider,
+        model=ctx.model,
+        endpoint=ctx.endpoint,
+        count=len(sizes),
+        wire_bytes=sum(sizes),
+        fingerprint=digest.hexdigest(),
         shards=plan_shards(sizes, provider=provider),
     )
 
@@ -244,6 +269,7 @@ def iter_requests(
             custom_id, body, size = _normalise(orjson.loads(raw), ctx, number)
         except (_Reject, orjson.JSONDecodeError) as exc:
             reason = exc.reason if isinstance(exc, _Reject) else "not valid JSON"
-            raise InputError([LineError(str(path), number, f"{reason} (the file changed"
-                                                            " after validation)")]) from None
+            raise InputError(
+                [LineError(str(path), number, f"{reason} (the file changed after validation)")]
+            ) from None
         yield InputRequest(seq=seq, line=number, custom_id=custom_id, body=body, wire_bytes=size)

@@ -37,7 +37,9 @@ class Shard:
     wire_bytes: int
 
 
-def plan_shards(sizes: Iterable[int], *, provider: str, limits: Limits | None = None) -> list[Shard]:
+def plan_shards(
+    sizes: Iterable[int], *, provider: str, limits: Limits | None = None
+) -> list[Shard]:
     """Contiguous shards of request sizes, each within the provider's limits."""
     lim = limits or PROVIDER_LIMITS[provider]
     shards: list[Shard] = []

@@ -43,7 +43,10 @@ class HttpxTransport(httpx2.AsyncBaseTransport):
         if "timeout" in request.extensions:
             extensions["timeout"] = request.extensions["timeout"]
         outgoing = httpx.Request(
-            request.method, str(request.url), headers=request.headers.raw, content=content,
+            request.method,
+            str(request.url),
+            headers=request.headers.raw,
+            content=content,
             extensions=extensions,
         )
         try:

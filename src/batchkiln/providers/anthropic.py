@@ -83,8 +83,13 @@ def map_status(status: str, counts: EndedCounts) -> State:
 
 def to_vendor_batch(batch: MessageBatch) -> VendorBatch:
     rc = batch.request_counts
-    counts = EndedCounts(rc.succeeded, rc.errored, rc.canceled, rc.expired,
-                         cancel_initiated=batch.cancel_initiated_at is not None)
+    counts = EndedCounts(
+        rc.succeeded,
+        rc.errored,
+        rc.canceled,
+        rc.expired,
+        cancel_initiated=batch.cancel_initiated_at is not None,
+    )
     return VendorBatch(
         vendor_id=batch.id,
         vendor_status=batch.processing_status,
@@ -130,14 +135,23 @@ def parse_line(raw: bytes) -> ResultLine:
         kind = result["type"]
     except (orjson.JSONDecodeError, KeyError, TypeError):
         return ResultLine(
-            wire_id="", outcome=Outcome.ERRORED, failure=FailureClass.PERMANENT, raw=raw,
+            wire_id="",
+            outcome=Outcome.ERRORED,
+            failure=FailureClass.PERMANENT,
+            raw=raw,
             error={"code": "unreadable_result_line", "message": raw[:200].decode(errors="replace")},
         )
     if kind == "succeeded":
         message = result.get("message")
         message = message if isinstance(message, dict) else {}
-        return ResultLine(custom_id, Outcome.SUCCEEDED, response=message, usage=usage_of(message),
-                          billed=True, raw=raw)
+        return ResultLine(
+            custom_id,
+            Outcome.SUCCEEDED,
+            response=message,
+            usage=usage_of(message),
+            billed=True,
+            raw=raw,
+        )
     if kind == "expired":
         return ResultLine(custom_id, Outcome.EXPIRED, failure=FailureClass.RETRYABLE, raw=raw)
     if kind == "canceled":
@@ -145,9 +159,14 @@ def parse_line(raw: bytes) -> ResultLine:
     inner = _map(_map(result.get("error")).get("error"))
     type_ = inner.get("type") if kind == "errored" else f"unknown_result_{kind}"
     return ResultLine(
-        custom_id, Outcome.ERRORED, raw=raw,
-        error={"code": type_ or "unknown_error", "message": inner.get("message") or "",
-               "type": type_},
+        custom_id,
+        Outcome.ERRORED,
+        raw=raw,
+        error={
+            "code": type_ or "unknown_error",
+            "message": inner.get("message") or "",
+            "type": type_,
+        },
         failure=classify_anthropic(type_),
     )
 
@@ -186,8 +205,10 @@ class AnthropicProvider:
 
     async def create(self, spec: CreateSpec) -> VendorBatch:
         requests = [
-            {"custom_id": r.wire_id,
-             "params": r.body if "model" in r.body else {"model": spec.model, **r.body}}
+            {
+                "custom_id": r.wire_id,
+                "params": r.body if "model" in r.body else {"model": spec.model, **r.body},
+            }
             for r in spec.requests
         ]
         try:
@@ -246,5 +267,14 @@ class AnthropicProvider:
             await self._bridge.aclose()
 
 
-__all__ = ["ENDED_TABLE", "STATUS_TABLE", "AnthropicProvider", "EndedCounts", "ended_state",
-           "map_status", "parse_line", "to_vendor_batch", "usage_of"]
+__all__ = [
+    "ENDED_TABLE",
+    "STATUS_TABLE",
+    "AnthropicProvider",
+    "EndedCounts",
+    "ended_state",
+    "map_status",
+    "parse_line",
+    "to_vendor_batch",
+    "usage_of",
+]

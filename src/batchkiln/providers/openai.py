@@ -122,7 +122,10 @@ def parse_line(raw: bytes) -> ResultLine:
         custom_id = str(data["custom_id"])
     except (orjson.JSONDecodeError, KeyError, TypeError):
         return ResultLine(
-            wire_id="", outcome=Outcome.ERRORED, failure=FailureClass.PERMANENT, raw=raw,
+            wire_id="",
+            outcome=Outcome.ERRORED,
+            failure=FailureClass.PERMANENT,
+            raw=raw,
             error={"code": "unreadable_result_line", "message": raw[:200].decode(errors="replace")},
         )
     response = data.get("response")
@@ -131,27 +134,42 @@ def parse_line(raw: bytes) -> ResultLine:
         body = response.get("body")
         body = body if isinstance(body, dict) else {}
         if 200 <= status < 300:
-            return ResultLine(custom_id, Outcome.SUCCEEDED, response=body, usage=usage_of(body),
-                              billed=True, raw=raw)
+            return ResultLine(
+                custom_id,
+                Outcome.SUCCEEDED,
+                response=body,
+                usage=usage_of(body),
+                billed=True,
+                raw=raw,
+            )
         err = _map(body.get("error"))
         code, type_ = err.get("code"), err.get("type")
         return ResultLine(
-            custom_id, Outcome.ERRORED, raw=raw,
-            error={"code": code or type_ or f"http_{status}", "message": err.get("message") or "",
-                   "status": status, "type": type_},
+            custom_id,
+            Outcome.ERRORED,
+            raw=raw,
+            error={
+                "code": code or type_ or f"http_{status}",
+                "message": err.get("message") or "",
+                "status": status,
+                "type": type_,
+            },
             failure=classify_openai(code, type_, status),
         )
     err = _map(data.get("error"))
     code = err.get("code")
     error = {"code": code or "unknown_error", "message": err.get("message") or ""}
     if code == "batch_expired":
-        return ResultLine(custom_id, Outcome.EXPIRED, error=error,
-                          failure=FailureClass.RETRYABLE, raw=raw)
+        return ResultLine(
+            custom_id, Outcome.EXPIRED, error=error, failure=FailureClass.RETRYABLE, raw=raw
+        )
     if code == "batch_cancelled":
-        return ResultLine(custom_id, Outcome.CANCELLED, error=error,
-                          failure=FailureClass.RETRYABLE, raw=raw)
-    return ResultLine(custom_id, Outcome.ERRORED, error=error,
-                      failure=classify_openai(code, None, None), raw=raw)
+        return ResultLine(
+            custom_id, Outcome.CANCELLED, error=error, failure=FailureClass.RETRYABLE, raw=raw
+        )
+    return ResultLine(
+        custom_id, Outcome.ERRORED, error=error, failure=classify_openai(code, None, None), raw=raw
+    )
 
 
 def input_filename(tag: str) -> str:
@@ -161,12 +179,15 @@ def input_filename(tag: str) -> str:
 def build_input(spec: CreateSpec) -> bytes:
     """The batch input file: one request line per wire request."""
     return b"".join(
-        orjson.dumps({
-            "custom_id": r.wire_id,
-            "method": "POST",
-            "url": spec.endpoint,
-            "body": r.body if "model" in r.body else {"model": spec.model, **r.body},
-        }) + b"\n"
+        orjson.dumps(
+            {
+                "custom_id": r.wire_id,
+                "method": "POST",
+                "url": spec.endpoint,
+                "body": r.body if "model" in r.body else {"model": spec.model, **r.body},
+            }
+        )
+        + b"\n"
         for r in spec.requests
     )
 
@@ -190,7 +211,9 @@ class OpenAIProvider:
         self._owns_http = client is None and http_client is None
         if client is None:
             client = openai.AsyncOpenAI(
-                api_key=api_key, base_url=base_url, max_retries=0,
+                api_key=api_key,
+                base_url=base_url,
+                max_retries=0,
                 http_client=cast(Any, http_client),  # the SDK accepts an httpx client too
             )
         self._client = client.with_options(max_retries=0)
@@ -315,5 +338,12 @@ class OpenAIProvider:
             await self._client.close()
 
 
-__all__ = ["STATUS_TABLE", "OpenAIProvider", "completed_state", "map_status", "parse_line",
-           "to_vendor_batch", "usage_of"]
+__all__ = [
+    "STATUS_TABLE",
+    "OpenAIProvider",
+    "completed_state",
+    "map_status",
+    "parse_line",
+    "to_vendor_batch",
+    "usage_of",
+]

@@ -24,7 +24,9 @@ DEDUPE_SECONDS = 80 * 3600  # longer than OpenAI's and Standard Webhooks' ~75 h 
 BATCH_EVENTS = ("batch.completed", "batch.failed", "batch.expired", "batch.cancelled")
 
 
-def webhook_app(store: Store, secrets: Sequence[str], *, path: str = "/webhooks/openai") -> Starlette:
+def webhook_app(
+    store: Store, secrets: Sequence[str], *, path: str = "/webhooks/openai"
+) -> Starlette:
     """An ASGI app receiving signed deliveries at `path`."""
     if not secrets:
         raise ValueError("a webhook receiver needs at least one secret (OPENAI_WEBHOOK_SECRET)")
@@ -45,8 +47,11 @@ def webhook_app(store: Store, secrets: Sequence[str], *, path: str = "/webhooks/
             return JSONResponse({"error": "not an event payload"}, status_code=400)
         batch = await store.batches.by_vendor_id(vendor_id) if event_type in BATCH_EVENTS else None
         fresh = await store.webhooks.record(
-            webhook_id, event_type=event_type, vendor_batch_id=vendor_id,
-            batch_id=batch.id if batch else None, job_id=batch.job_id if batch else None,
+            webhook_id,
+            event_type=event_type,
+            vendor_batch_id=vendor_id,
+            batch_id=batch.id if batch else None,
+            job_id=batch.job_id if batch else None,
             keep_seconds=DEDUPE_SECONDS,
         )
         if fresh and batch is not None:

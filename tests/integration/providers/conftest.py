@@ -29,22 +29,25 @@ async def sim(clock: FakeClock) -> AsyncIterator[Simulator]:
 
 @pytest.fixture
 async def http(sim: Simulator) -> AsyncIterator[httpx.AsyncClient]:
-    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=sim.app),
-                                 base_url=SIM_URL) as client:
+    async with httpx.AsyncClient(
+        transport=httpx.ASGITransport(app=sim.app), base_url=SIM_URL
+    ) as client:
         yield client
 
 
 @pytest.fixture
 async def oai(sim: Simulator, http: httpx.AsyncClient) -> AsyncIterator[OpenAIProvider]:
-    provider = OpenAIProvider(http_client=http, base_url=sim.openai_base_url, api_key="test",
-                              list_page_size=PAGE)
+    provider = OpenAIProvider(
+        http_client=http, base_url=sim.openai_base_url, api_key="test", list_page_size=PAGE
+    )
     yield provider
     await provider.aclose()
 
 
 @pytest.fixture
 async def ant(sim: Simulator, http: httpx.AsyncClient) -> AsyncIterator[AnthropicProvider]:
-    provider = AnthropicProvider(http_client=http, base_url=sim.anthropic_base_url,
-                                 api_key="test", list_page_size=PAGE)
+    provider = AnthropicProvider(
+        http_client=http, base_url=sim.anthropic_base_url, api_key="test", list_page_size=PAGE
+    )
     yield provider
     await provider.aclose()

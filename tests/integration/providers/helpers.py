@@ -18,22 +18,31 @@ def openai_spec(tag: str, n: int = 4, *, endpoint: str = "/v1/chat/completions")
         WireRequest(f"{tag}-{i}", {"messages": [{"role": "user", "content": f"question {i}"}]})
         for i in range(n)
     ]
-    return CreateSpec(batch_key=f"key-{tag}", tag=tag, model=OPENAI_MODEL, endpoint=endpoint,
-                      requests=requests)
+    return CreateSpec(
+        batch_key=f"key-{tag}", tag=tag, model=OPENAI_MODEL, endpoint=endpoint, requests=requests
+    )
 
 
 def anthropic_spec(tag: str, n: int = 4) -> CreateSpec:
     requests = [
-        WireRequest(f"{tag}-{i}", {"max_tokens": 64,
-                                   "messages": [{"role": "user", "content": f"question {i}"}]})
+        WireRequest(
+            f"{tag}-{i}",
+            {"max_tokens": 64, "messages": [{"role": "user", "content": f"question {i}"}]},
+        )
         for i in range(n)
     ]
-    return CreateSpec(batch_key=f"key-{tag}", tag=tag, model=ANTHROPIC_MODEL,
-                      endpoint="/v1/messages", requests=requests)
+    return CreateSpec(
+        batch_key=f"key-{tag}",
+        tag=tag,
+        model=ANTHROPIC_MODEL,
+        endpoint="/v1/messages",
+        requests=requests,
+    )
 
 
-async def run_to_end(provider: Provider, vendor_id: str, clock: FakeClock, *,
-                     step: float = 60.0, limit: int = 100) -> VendorBatch:
+async def run_to_end(
+    provider: Provider, vendor_id: str, clock: FakeClock, *, step: float = 60.0, limit: int = 100
+) -> VendorBatch:
     """Poll, advancing the fake clock `step` seconds between looks, until the batch ends."""
     for _ in range(limit):
         batch = await provider.retrieve(vendor_id)

@@ -32,7 +32,10 @@ async def test_create_poll_and_stream_results(
     spec = anthropic_spec("aa1", n=5)
     created = await ant.create(spec)
     assert (created.state, created.total, created.vendor_status) == (
-        State.IN_PROGRESS, 5, "in_progress")
+        State.IN_PROGRESS,
+        5,
+        "in_progress",
+    )
     assert created.created_at == clock.now() and created.tag is None
     assert created.expires_at == clock.now() + 86400
     ended = await run_to_end(ant, created.vendor_id, clock)
@@ -52,14 +55,25 @@ async def test_partial_batch_failure_classes(
     ant: AnthropicProvider, sim: Simulator, clock: FakeClock
 ) -> None:
     """Errored requests end the batch PARTIAL, classified by error type and unbilled."""
-    sim.set_batch_faults("pp1", Faults(fail_ids={
-        "1": "invalid_request", "2": "server_error", "3": "timeout", "4": "overloaded"}))
+    sim.set_batch_faults(
+        "pp1",
+        Faults(
+            fail_ids={
+                "1": "invalid_request",
+                "2": "server_error",
+                "3": "timeout",
+                "4": "overloaded",
+            }
+        ),
+    )
     created = await ant.create(anthropic_spec("pp1", n=6))
     ended = await run_to_end(ant, created.vendor_id, clock)
     assert (ended.state, ended.succeeded, ended.failed) == (State.PARTIAL, 2, 4)
     results = await collect(ant, ended)
-    got = {wid: (r.outcome, r.failure, r.billed, (r.error or {}).get("code"))
-           for wid, r in results.items()}
+    got = {
+        wid: (r.outcome, r.failure, r.billed, (r.error or {}).get("code"))
+        for wid, r in results.items()
+    }
     assert got == {
         "pp1-0": (Outcome.SUCCEEDED, None, True, None),
         "pp1-1": (Outcome.ERRORED, P, False, "invalid_request_error"),
@@ -70,8 +84,9 @@ async def test_partial_batch_failure_classes(
     }
 
 
-async def test_all_errored_batch_is_failed(ant: AnthropicProvider, sim: Simulator,
-                                           clock: FakeClock) -> None:
+async def test_all_errored_batch_is_failed(
+    ant: AnthropicProvider, sim: Simulator, clock: FakeClock
+) -> None:
     """An ended batch in which every request errored maps to FAILED."""
     sim.set_batch_faults("ff1", Faults(permanent_rate=1.0))
     created = await ant.create(anthropic_spec("ff1", n=3))
@@ -137,13 +152,19 @@ async def test_ambiguous_create_is_found_by_window_and_count(
     assert len(found) == 1 and found[0].total == 4
     ended = await run_to_end(ant, found[0].vendor_id, clock)
     assert {line.wire_id async for line in ant.results(ended)} == {
-        r.wire_id for r in spec.requests}  # the engine's confirmation by tag prefix
+        r.wire_id for r in spec.requests
+    }  # the engine's confirmation by tag prefix
 
 
 async def test_permanent_400_on_create(ant: AnthropicProvider, sim: Simulator) -> None:
     """A 400 on create is a definite, non-retryable VendorError carrying the vendor's message."""
-    spec = CreateSpec(batch_key="k", tag="bad1", model=ANTHROPIC_MODEL, endpoint="/v1/messages",
-                      requests=[WireRequest("bad1.0", {"max_tokens": 8, "messages": []})])
+    spec = CreateSpec(
+        batch_key="k",
+        tag="bad1",
+        model=ANTHROPIC_MODEL,
+        endpoint="/v1/messages",
+        requests=[WireRequest("bad1.0", {"max_tokens": 8, "messages": []})],
+    )
     with pytest.raises(VendorError) as caught:
         await ant.create(spec)
     err = caught.value
@@ -153,8 +174,7 @@ async def test_permanent_400_on_create(ant: AnthropicProvider, sim: Simulator) -
     assert sim.counters.batches_created == 0
 
 
-async def test_429_is_retryable_with_retry_after(ant: AnthropicProvider,
-                                                 sim: Simulator) -> None:
+async def test_429_is_retryable_with_retry_after(ant: AnthropicProvider, sim: Simulator) -> None:
     """A 429 on create is retryable with the server's retry-after, after a single attempt."""
     sim.set_batch_faults("rl1", Faults(rate_limit_create=1, retry_after_seconds=2.5))
     with pytest.raises(VendorError) as caught:
@@ -186,8 +206,9 @@ async def test_results_before_the_end_are_refused(ant: AnthropicProvider) -> Non
     assert caught.value.retryable
 
 
-async def test_aclose_leaves_the_callers_client_open(sim: Simulator,
-                                                     http: httpx.AsyncClient) -> None:
+async def test_aclose_leaves_the_callers_client_open(
+    sim: Simulator, http: httpx.AsyncClient
+) -> None:
     """Closing an adapter built on the caller's httpx client does not close that client."""
     provider = AnthropicProvider(http_client=http, base_url=sim.anthropic_base_url, api_key="k")
     await provider.create(anthropic_spec("ac1", n=1))

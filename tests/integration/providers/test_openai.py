@@ -30,7 +30,10 @@ async def test_create_poll_and_stream_results(
     spec = openai_spec("aa1", n=5)
     created = await oai.create(spec)
     assert (created.state, created.tag, created.vendor_status) == (
-        State.PENDING, "aa1", "validating")
+        State.PENDING,
+        "aa1",
+        "validating",
+    )
     assert created.created_at == clock.now() // 1 and created.input_file_id
     clock.advance(40)
     assert (await oai.retrieve(created.vendor_id)).state == State.IN_PROGRESS
@@ -51,8 +54,17 @@ async def test_partial_batch_failure_classes(
     oai: OpenAIProvider, sim: Simulator, clock: FakeClock
 ) -> None:
     """Per-request failures end the batch PARTIAL with each failure classified and unbilled."""
-    sim.set_batch_faults("pp1", Faults(fail_ids={
-        "1": "invalid_request", "2": "server_error", "3": "timeout", "4": "overloaded"}))
+    sim.set_batch_faults(
+        "pp1",
+        Faults(
+            fail_ids={
+                "1": "invalid_request",
+                "2": "server_error",
+                "3": "timeout",
+                "4": "overloaded",
+            }
+        ),
+    )
     created = await oai.create(openai_spec("pp1", n=6))
     ended = await run_to_end(oai, created.vendor_id, clock)
     assert (ended.state, ended.succeeded, ended.failed) == (State.PARTIAL, 2, 4)
@@ -71,8 +83,9 @@ async def test_partial_batch_failure_classes(
     assert error["status"] == 400 and results["pp1-1"].usage.input_tokens == 0
 
 
-async def test_all_failed_batch_is_failed(oai: OpenAIProvider, sim: Simulator,
-                                          clock: FakeClock) -> None:
+async def test_all_failed_batch_is_failed(
+    oai: OpenAIProvider, sim: Simulator, clock: FakeClock
+) -> None:
     """A `completed` batch in which every request failed maps to FAILED."""
     sim.set_batch_faults("ff1", Faults(permanent_rate=1.0))
     created = await oai.create(openai_spec("ff1", n=3))
@@ -155,15 +168,18 @@ async def test_ambiguous_create_is_found_by_tag(
     assert [(b.tag, b.total) for b in found] == [("am1", 0)]
 
 
-async def test_candidates_by_input_file_when_untagged(oai: OpenAIProvider, sim: Simulator,
-                                                      clock: FakeClock) -> None:
+async def test_candidates_by_input_file_when_untagged(
+    oai: OpenAIProvider, sim: Simulator, clock: FakeClock
+) -> None:
     """A batch without our metadata is still a candidate if it was made from our input file."""
     since = clock.now()
     spec = openai_spec("nf1")
-    uploaded = await oai.client.files.create(file=("kiln-nf1.jsonl", b'{"custom_id":"x"}\n'),
-                                             purpose="batch")
-    await oai.client.batches.create(input_file_id=uploaded.id, endpoint="/v1/chat/completions",
-                                    completion_window="24h")
+    uploaded = await oai.client.files.create(
+        file=("kiln-nf1.jsonl", b'{"custom_id":"x"}\n'), purpose="batch"
+    )
+    await oai.client.batches.create(
+        input_file_id=uploaded.id, endpoint="/v1/chat/completions", completion_window="24h"
+    )
     await oai.create(openai_spec("zz9"))  # tagged, not ours
     found = await oai.find_candidates(spec, since=since)
     assert [(b.tag, b.input_file_id) for b in found] == [(None, uploaded.id)]
@@ -180,8 +196,7 @@ async def test_permanent_400_on_create(oai: OpenAIProvider, sim: Simulator) -> N
     assert sim.counters.batches_created == 0
 
 
-async def test_429_is_retryable_and_upload_is_reused(oai: OpenAIProvider,
-                                                     sim: Simulator) -> None:
+async def test_429_is_retryable_and_upload_is_reused(oai: OpenAIProvider, sim: Simulator) -> None:
     """A 429 on create is retryable with the server's retry-after, was tried once, and the
     next create reuses the uploaded input file instead of uploading it again."""
     sim.set_batch_faults("rl1", Faults(rate_limit_create=1, retry_after_seconds=7))
@@ -219,8 +234,9 @@ async def test_reads_are_single_attempts(oai: OpenAIProvider, sim: Simulator) ->
     assert (await oai.retrieve(created.vendor_id)).vendor_id == created.vendor_id
 
 
-async def test_cleanup_deletes_the_files(oai: OpenAIProvider, sim: Simulator,
-                                         clock: FakeClock) -> None:
+async def test_cleanup_deletes_the_files(
+    oai: OpenAIProvider, sim: Simulator, clock: FakeClock
+) -> None:
     """cleanup deletes the input, output and error files, and a second cleanup is harmless."""
     sim.set_batch_faults("cl1", Faults(fail_ids={"0": "server_error"}))
     created = await oai.create(openai_spec("cl1", n=3))

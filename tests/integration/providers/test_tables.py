@@ -36,43 +36,74 @@ from batchkiln.providers.failures import (
 R, P = FailureClass.RETRYABLE, FailureClass.PERMANENT
 
 
-def openai_batch(status: str, total: int = 0, completed: int = 0, failed: int = 0,
-                 **extra: Any) -> Batch:
-    return Batch.model_validate({
-        "id": "batch_1", "object": "batch", "endpoint": "/v1/chat/completions",
-        "input_file_id": "file-1", "completion_window": "24h", "status": status,
-        "created_at": 1000, "expires_at": 87400,
-        "request_counts": {"total": total, "completed": completed, "failed": failed},
-        **extra,
-    })
+def openai_batch(
+    status: str, total: int = 0, completed: int = 0, failed: int = 0, **extra: Any
+) -> Batch:
+    return Batch.model_validate(
+        {
+            "id": "batch_1",
+            "object": "batch",
+            "endpoint": "/v1/chat/completions",
+            "input_file_id": "file-1",
+            "completion_window": "24h",
+            "status": status,
+            "created_at": 1000,
+            "expires_at": 87400,
+            "request_counts": {"total": total, "completed": completed, "failed": failed},
+            **extra,
+        }
+    )
 
 
-def anthropic_batch(status: str, *, processing: int = 0, succeeded: int = 0, errored: int = 0,
-                    canceled: int = 0, expired: int = 0, cancelled_at: str | None = None,
-                    ended_at: str | None = None) -> MessageBatch:
-    return MessageBatch.model_validate({
-        "id": "msgbatch_1", "type": "message_batch", "processing_status": status,
-        "created_at": "2026-01-01T00:00:00.250000Z", "expires_at": "2026-01-02T00:00:00Z",
-        "ended_at": ended_at, "cancel_initiated_at": cancelled_at, "archived_at": None,
-        "results_url": None,
-        "request_counts": {"processing": processing, "succeeded": succeeded,
-                           "errored": errored, "canceled": canceled, "expired": expired},
-    })
+def anthropic_batch(
+    status: str,
+    *,
+    processing: int = 0,
+    succeeded: int = 0,
+    errored: int = 0,
+    canceled: int = 0,
+    expired: int = 0,
+    cancelled_at: str | None = None,
+    ended_at: str | None = None,
+) -> MessageBatch:
+    return MessageBatch.model_validate(
+        {
+            "id": "msgbatch_1",
+            "type": "message_batch",
+            "processing_status": status,
+            "created_at": "2026-01-01T00:00:00.250000Z",
+            "expires_at": "2026-01-02T00:00:00Z",
+            "ended_at": ended_at,
+            "cancel_initiated_at": cancelled_at,
+            "archived_at": None,
+            "results_url": None,
+            "request_counts": {
+                "processing": processing,
+                "succeeded": succeeded,
+                "errored": errored,
+                "canceled": canceled,
+                "expired": expired,
+            },
+        }
+    )
 
 
-@pytest.mark.parametrize(("status", "counts", "state"), [
-    ("validating", (0, 0, 0), State.PENDING),
-    ("in_progress", (5, 2, 1), State.IN_PROGRESS),
-    ("finalizing", (5, 4, 1), State.IN_PROGRESS),
-    ("cancelling", (5, 1, 0), State.CANCELLING),
-    ("completed", (5, 5, 0), State.COMPLETED),
-    ("completed", (5, 3, 2), State.PARTIAL),
-    ("completed", (9, 0, 9), State.FAILED),
-    ("completed", (0, 0, 0), State.COMPLETED),
-    ("failed", (0, 0, 0), State.FAILED),
-    ("expired", (5, 3, 0), State.EXPIRED),
-    ("cancelled", (5, 2, 0), State.CANCELLED),
-])
+@pytest.mark.parametrize(
+    ("status", "counts", "state"),
+    [
+        ("validating", (0, 0, 0), State.PENDING),
+        ("in_progress", (5, 2, 1), State.IN_PROGRESS),
+        ("finalizing", (5, 4, 1), State.IN_PROGRESS),
+        ("cancelling", (5, 1, 0), State.CANCELLING),
+        ("completed", (5, 5, 0), State.COMPLETED),
+        ("completed", (5, 3, 2), State.PARTIAL),
+        ("completed", (9, 0, 9), State.FAILED),
+        ("completed", (0, 0, 0), State.COMPLETED),
+        ("failed", (0, 0, 0), State.FAILED),
+        ("expired", (5, 3, 0), State.EXPIRED),
+        ("cancelled", (5, 2, 0), State.CANCELLED),
+    ],
+)
 def test_openai_status_table(status: str, counts: tuple[int, int, int], state: State) -> None:
     """Every OpenAI status (and each `completed` count case) maps to one state."""
     vb = oai.to_vendor_batch(openai_batch(status, *counts))
@@ -88,11 +119,19 @@ def test_openai_table_covers_every_sdk_status() -> None:
 
 def test_openai_batch_fields() -> None:
     """Tag, timestamps and validation errors come through from the Batch object."""
-    vb = oai.to_vendor_batch(openai_batch(
-        "failed", failed_at=1200, metadata={"kiln_tag": "abc", "kiln_key": "k"},
-        errors={"object": "list", "data": [
-            {"code": "invalid_json_line", "message": "bad line", "line": 3, "param": None}]},
-    ))
+    vb = oai.to_vendor_batch(
+        openai_batch(
+            "failed",
+            failed_at=1200,
+            metadata={"kiln_tag": "abc", "kiln_key": "k"},
+            errors={
+                "object": "list",
+                "data": [
+                    {"code": "invalid_json_line", "message": "bad line", "line": 3, "param": None}
+                ],
+            },
+        )
+    )
     assert vb.tag == "abc" and vb.ended_at == 1200.0 and vb.expires_at == 87400.0
     assert vb.created_at == 1000.0 and vb.input_file_id == "file-1"
     errors = [(e.code, e.message, e.line) for e in vb.errors]
@@ -102,27 +141,35 @@ def test_openai_batch_fields() -> None:
 T_END = "2026-01-01T01:00:00Z"
 
 
-@pytest.mark.parametrize(("status", "counts", "cancelled", "state"), [
-    # (succeeded, errored, canceled, expired); processing is 0 once ended
-    ("in_progress", (0, 0, 0, 0), False, State.IN_PROGRESS),
-    ("canceling", (0, 0, 0, 0), True, State.CANCELLING),
-    ("ended", (3, 1, 2, 0), True, State.CANCELLED),  # row 1: cancel took effect
-    ("ended", (6, 0, 0, 0), True, State.CANCELLED),  # row 1: cancel came too late
-    ("ended", (2, 1, 0, 3), False, State.EXPIRED),  # row 2: window closed
-    ("ended", (6, 0, 0, 0), False, State.COMPLETED),  # row 3: all succeeded
-    ("ended", (0, 0, 0, 0), False, State.COMPLETED),  # row 3: empty
-    ("ended", (4, 2, 0, 0), False, State.PARTIAL),  # row 4: some errored
-    ("ended", (4, 0, 2, 0), False, State.PARTIAL),  # row 4: vendor-side cancel
-    ("ended", (0, 6, 0, 0), False, State.FAILED),  # row 5: all errored
-])
+@pytest.mark.parametrize(
+    ("status", "counts", "cancelled", "state"),
+    [
+        # (succeeded, errored, canceled, expired); processing is 0 once ended
+        ("in_progress", (0, 0, 0, 0), False, State.IN_PROGRESS),
+        ("canceling", (0, 0, 0, 0), True, State.CANCELLING),
+        ("ended", (3, 1, 2, 0), True, State.CANCELLED),  # row 1: cancel took effect
+        ("ended", (6, 0, 0, 0), True, State.CANCELLED),  # row 1: cancel came too late
+        ("ended", (2, 1, 0, 3), False, State.EXPIRED),  # row 2: window closed
+        ("ended", (6, 0, 0, 0), False, State.COMPLETED),  # row 3: all succeeded
+        ("ended", (0, 0, 0, 0), False, State.COMPLETED),  # row 3: empty
+        ("ended", (4, 2, 0, 0), False, State.PARTIAL),  # row 4: some errored
+        ("ended", (4, 0, 2, 0), False, State.PARTIAL),  # row 4: vendor-side cancel
+        ("ended", (0, 6, 0, 0), False, State.FAILED),  # row 5: all errored
+    ],
+)
 def test_anthropic_status_table(
     status: str, counts: tuple[int, int, int, int], cancelled: bool, state: State
 ) -> None:
     """Every Anthropic processing status and ended-table row maps to one state."""
     s, e, c, x = counts
     batch = anthropic_batch(
-        status, processing=6 if status != "ended" else 0, succeeded=s, errored=e, canceled=c,
-        expired=x, cancelled_at="2026-01-01T00:30:00Z" if cancelled else None,
+        status,
+        processing=6 if status != "ended" else 0,
+        succeeded=s,
+        errored=e,
+        canceled=c,
+        expired=x,
+        cancelled_at="2026-01-01T00:30:00Z" if cancelled else None,
         ended_at=T_END if status == "ended" else None,
     )
     vb = anth.to_vendor_batch(batch)
@@ -139,34 +186,49 @@ def test_anthropic_batch_fields() -> None:
     assert vb.expires_at == start + 86400 and vb.tag is None
 
 
-@pytest.mark.parametrize(("code", "type_", "status", "cls"), [
-    ("rate_limit_exceeded", "requests", 429, R),
-    (None, "server_error", 500, R),
-    (None, "server_error", 503, R),
-    ("request_timeout", None, None, R),
-    ("batch_expired", None, None, R),
-    ("context_length_exceeded", "invalid_request_error", 400, P),
-    ("content_policy_violation", "invalid_request_error", 400, P),
-    ("content_filter", None, 400, P),
-    ("insufficient_quota", "insufficient_quota", 429, P),
-    ("something_new", "invalid_request_error", 400, P),
-    ("something_new", None, 502, R),
-    ("something_new", None, 418, P),
-    (None, None, 401, P),
-    (None, None, 404, P),
-    ("something_new", None, None, P),
-])
-def test_openai_failure_classes(code: str | None, type_: str | None, status: int | None,
-                                cls: FailureClass) -> None:
+@pytest.mark.parametrize(
+    ("code", "type_", "status", "cls"),
+    [
+        ("rate_limit_exceeded", "requests", 429, R),
+        (None, "server_error", 500, R),
+        (None, "server_error", 503, R),
+        ("request_timeout", None, None, R),
+        ("batch_expired", None, None, R),
+        ("context_length_exceeded", "invalid_request_error", 400, P),
+        ("content_policy_violation", "invalid_request_error", 400, P),
+        ("content_filter", None, 400, P),
+        ("insufficient_quota", "insufficient_quota", 429, P),
+        ("something_new", "invalid_request_error", 400, P),
+        ("something_new", None, 502, R),
+        ("something_new", None, 418, P),
+        (None, None, 401, P),
+        (None, None, 404, P),
+        ("something_new", None, None, P),
+    ],
+)
+def test_openai_failure_classes(
+    code: str | None, type_: str | None, status: int | None, cls: FailureClass
+) -> None:
     """OpenAI codes, then types, then statuses decide retryable vs permanent."""
     assert classify_openai(code, type_, status) == cls
 
 
-@pytest.mark.parametrize(("type_", "cls"), [
-    ("overloaded_error", R), ("rate_limit_error", R), ("api_error", R), ("timeout_error", R),
-    ("invalid_request_error", P), ("not_found_error", P), ("authentication_error", P),
-    ("permission_error", P), ("request_too_large", P), ("brand_new_error", P), (None, P),
-])
+@pytest.mark.parametrize(
+    ("type_", "cls"),
+    [
+        ("overloaded_error", R),
+        ("rate_limit_error", R),
+        ("api_error", R),
+        ("timeout_error", R),
+        ("invalid_request_error", P),
+        ("not_found_error", P),
+        ("authentication_error", P),
+        ("permission_error", P),
+        ("request_too_large", P),
+        ("brand_new_error", P),
+        (None, P),
+    ],
+)
 def test_anthropic_failure_classes(type_: str | None, cls: FailureClass) -> None:
     """Anthropic error types decide retryable vs permanent; unknown types are permanent."""
     assert classify_anthropic(type_) == cls
@@ -178,27 +240,60 @@ def line(**fields: Any) -> bytes:
 
 def test_openai_result_lines() -> None:
     """Output/error file lines map to outcomes, failure classes, usage and billing."""
-    chat = {"usage": {"prompt_tokens": 10, "completion_tokens": 4,
-                      "prompt_tokens_details": {"cached_tokens": 6}}}
+    chat = {
+        "usage": {
+            "prompt_tokens": 10,
+            "completion_tokens": 4,
+            "prompt_tokens_details": {"cached_tokens": 6},
+        }
+    }
     ok = oai.parse_line(line(response={"status_code": 200, "body": chat}, error=None))
     assert (ok.outcome, ok.billed, ok.wire_id) == (Outcome.SUCCEEDED, True, "t-1")
     assert (ok.usage.input_tokens, ok.usage.cached_input_tokens, ok.usage.output_tokens) == (
-        10, 6, 4)
-    assert ok.response == chat and ok.raw == line(response={"status_code": 200, "body": chat},
-                                                   error=None)
-    bad = oai.parse_line(line(response={"status_code": 400, "body": {"error": {
-        "message": "too long", "type": "invalid_request_error",
-        "code": "context_length_exceeded"}}}, error=None))
+        10,
+        6,
+        4,
+    )
+    assert ok.response == chat and ok.raw == line(
+        response={"status_code": 200, "body": chat}, error=None
+    )
+    bad = oai.parse_line(
+        line(
+            response={
+                "status_code": 400,
+                "body": {
+                    "error": {
+                        "message": "too long",
+                        "type": "invalid_request_error",
+                        "code": "context_length_exceeded",
+                    }
+                },
+            },
+            error=None,
+        )
+    )
     assert (bad.outcome, bad.failure, bad.billed) == (Outcome.ERRORED, P, False)
-    assert bad.error == {"code": "context_length_exceeded", "message": "too long",
-                         "status": 400, "type": "invalid_request_error"}
-    boom = oai.parse_line(line(response={"status_code": 500, "body": {"error": {
-        "message": "oops", "type": "server_error", "code": None}}}, error=None))
+    assert bad.error == {
+        "code": "context_length_exceeded",
+        "message": "too long",
+        "status": 400,
+        "type": "invalid_request_error",
+    }
+    boom = oai.parse_line(
+        line(
+            response={
+                "status_code": 500,
+                "body": {"error": {"message": "oops", "type": "server_error", "code": None}},
+            },
+            error=None,
+        )
+    )
     assert (boom.outcome, boom.failure) == (Outcome.ERRORED, R)
     expired = oai.parse_line(line(response=None, error={"code": "batch_expired", "message": "x"}))
     assert (expired.outcome, expired.failure, expired.billed) == (Outcome.EXPIRED, R, False)
-    cancelled = oai.parse_line(line(response=None, error={"code": "batch_cancelled",
-                                                          "message": "x"}))
+    cancelled = oai.parse_line(
+        line(response=None, error={"code": "batch_cancelled", "message": "x"})
+    )
     assert (cancelled.outcome, cancelled.failure) == (Outcome.CANCELLED, R)
     junk = oai.parse_line(b"{not json")
     assert (junk.wire_id, junk.outcome, junk.failure) == ("", Outcome.ERRORED, P)
@@ -206,8 +301,13 @@ def test_openai_result_lines() -> None:
 
 def test_openai_usage_shapes() -> None:
     """Usage is read from chat, responses and embeddings bodies."""
-    responses = {"usage": {"input_tokens": 20, "output_tokens": 7,
-                           "input_tokens_details": {"cached_tokens": 5}}}
+    responses = {
+        "usage": {
+            "input_tokens": 20,
+            "output_tokens": 7,
+            "input_tokens_details": {"cached_tokens": 5},
+        }
+    }
     assert oai.usage_of(responses) == Usage(20, 5, 7)
     embeddings = {"usage": {"prompt_tokens": 9, "total_tokens": 9}}
     assert oai.usage_of(embeddings) == Usage(9, 0, 0)
@@ -220,18 +320,42 @@ def anthropic_line(result: dict[str, Any]) -> bytes:
 
 def test_anthropic_result_lines() -> None:
     """Result types map to outcomes; only succeeded is billed; cache reads are cached input."""
-    message = {"id": "msg_1", "usage": {"input_tokens": 10, "output_tokens": 3,
-                                        "cache_read_input_tokens": 30,
-                                        "cache_creation_input_tokens": 5}}
+    message = {
+        "id": "msg_1",
+        "usage": {
+            "input_tokens": 10,
+            "output_tokens": 3,
+            "cache_read_input_tokens": 30,
+            "cache_creation_input_tokens": 5,
+        },
+    }
     ok = anth.parse_line(anthropic_line({"type": "succeeded", "message": message}))
     assert (ok.outcome, ok.billed, ok.response) == (Outcome.SUCCEEDED, True, message)
     assert ok.usage == Usage(input_tokens=45, cached_input_tokens=30, output_tokens=3)
-    err = anth.parse_line(anthropic_line({"type": "errored", "error": {
-        "type": "error", "error": {"type": "overloaded_error", "message": "Overloaded"}}}))
+    err = anth.parse_line(
+        anthropic_line(
+            {
+                "type": "errored",
+                "error": {
+                    "type": "error",
+                    "error": {"type": "overloaded_error", "message": "Overloaded"},
+                },
+            }
+        )
+    )
     assert (err.outcome, err.failure, err.billed) == (Outcome.ERRORED, R, False)
     assert err.error is not None and err.error["code"] == "overloaded_error"
-    bad = anth.parse_line(anthropic_line({"type": "errored", "error": {
-        "type": "error", "error": {"type": "invalid_request_error", "message": "no"}}}))
+    bad = anth.parse_line(
+        anthropic_line(
+            {
+                "type": "errored",
+                "error": {
+                    "type": "error",
+                    "error": {"type": "invalid_request_error", "message": "no"},
+                },
+            }
+        )
+    )
     assert (bad.failure, bad.error and bad.error["message"]) == (P, "no")
     for kind, outcome in (("expired", Outcome.EXPIRED), ("canceled", Outcome.CANCELLED)):
         got = anth.parse_line(anthropic_line({"type": kind}))
@@ -242,41 +366,67 @@ def test_parse_retry_after() -> None:
     """retry-after-ms wins; seconds and HTTP dates (against the Date header) are read."""
     assert parse_retry_after({"retry-after-ms": "1500", "retry-after": "9"}) == 1.5
     assert parse_retry_after({"retry-after": "7"}) == 7.0
-    assert parse_retry_after({
-        "retry-after": "Wed, 21 Oct 2026 07:28:30 GMT", "date": "Wed, 21 Oct 2026 07:28:00 GMT",
-    }) == 30.0
+    assert (
+        parse_retry_after(
+            {
+                "retry-after": "Wed, 21 Oct 2026 07:28:30 GMT",
+                "date": "Wed, 21 Oct 2026 07:28:00 GMT",
+            }
+        )
+        == 30.0
+    )
     assert parse_retry_after({"retry-after": "soon"}) is None
     assert parse_retry_after({}) is None
 
 
 def _response(status: int, headers: dict[str, str] | None = None) -> httpx2.Response:
-    return httpx2.Response(status, headers=headers or {},
-                           request=httpx2.Request("POST", "http://sim/v1/batches"))
+    return httpx2.Response(
+        status, headers=headers or {}, request=httpx2.Request("POST", "http://sim/v1/batches")
+    )
 
 
 def test_vendor_error_classification() -> None:
     """SDK exceptions become ambiguous (create only), retryable, or permanent errors."""
     request = httpx2.Request("POST", "http://sim/v1/batches")
-    assert isinstance(vendor_error(openai.APITimeoutError(request), creating=True),
-                      AmbiguousOutcome)
+    assert isinstance(
+        vendor_error(openai.APITimeoutError(request), creating=True), AmbiguousOutcome
+    )
     read = vendor_error(openai.APIConnectionError(request=request))
     assert read.retryable and not isinstance(read, AmbiguousOutcome)
     overloaded = anthropic.InternalServerError(
-        "529", response=_response(529), body={"type": "error", "error": {
-            "type": "overloaded_error", "message": "Overloaded"}})
+        "529",
+        response=_response(529),
+        body={"type": "error", "error": {"type": "overloaded_error", "message": "Overloaded"}},
+    )
     assert isinstance(vendor_error(overloaded, creating=True), AmbiguousOutcome)
     assert vendor_error(overloaded).retryable
-    limited = vendor_error(openai.RateLimitError(
-        "429", response=_response(429, {"retry-after-ms": "2500"}),
-        body={"message": "slow down", "type": "requests", "code": "rate_limit_exceeded"}),
-        creating=True)
+    limited = vendor_error(
+        openai.RateLimitError(
+            "429",
+            response=_response(429, {"retry-after-ms": "2500"}),
+            body={"message": "slow down", "type": "requests", "code": "rate_limit_exceeded"},
+        ),
+        creating=True,
+    )
     assert not isinstance(limited, AmbiguousOutcome)
     assert (limited.retryable, limited.status, limited.retry_after) == (True, 429, 2.5)
-    refused = vendor_error(anthropic.BadRequestError(
-        "400", response=_response(400), body={"type": "error", "error": {
-            "type": "invalid_request_error", "message": "custom_id is invalid"}}), creating=True)
+    refused = vendor_error(
+        anthropic.BadRequestError(
+            "400",
+            response=_response(400),
+            body={
+                "type": "error",
+                "error": {"type": "invalid_request_error", "message": "custom_id is invalid"},
+            },
+        ),
+        creating=True,
+    )
     assert (refused.retryable, refused.status, refused.code, refused.message) == (
-        False, 400, "invalid_request_error", "custom_id is invalid")
+        False,
+        400,
+        "invalid_request_error",
+        "custom_id is invalid",
+    )
 
 
 async def _chunks(*parts: bytes) -> AsyncIterator[bytes]:
@@ -291,8 +441,15 @@ async def test_jsonl_lines_across_chunks() -> None:
 
 
 def _vb(vid: str, created: float) -> VendorBatch:
-    return VendorBatch(vendor_id=vid, vendor_status="in_progress", state=State.IN_PROGRESS,
-                       total=1, succeeded=0, failed=0, created_at=created)
+    return VendorBatch(
+        vendor_id=vid,
+        vendor_status="in_progress",
+        state=State.IN_PROGRESS,
+        total=1,
+        succeeded=0,
+        failed=0,
+        created_at=created,
+    )
 
 
 async def _listing(*batches: VendorBatch, read: list[str]) -> AsyncIterator[VendorBatch]:

@@ -14,8 +14,15 @@ from batchkiln.providers import AmbiguousOutcome, AnthropicProvider, OpenAIProvi
 from .helpers import anthropic_spec, openai_spec
 
 Handler = Callable[[httpx.Request], httpx.Response]
-FILE = {"id": "file-1", "object": "file", "bytes": 1, "created_at": 1, "filename": "x.jsonl",
-        "purpose": "batch", "status": "processed"}
+FILE = {
+    "id": "file-1",
+    "object": "file",
+    "bytes": 1,
+    "created_at": 1,
+    "filename": "x.jsonl",
+    "purpose": "batch",
+    "status": "processed",
+}
 
 
 def openai_vendor(create: Handler, seen: Counter[str]) -> OpenAIProvider:
@@ -23,8 +30,7 @@ def openai_vendor(create: Handler, seen: Counter[str]) -> OpenAIProvider:
         seen[f"{request.method} {request.url.path}"] += 1
         if request.url.path == "/v1/files":
             if request.method == "GET":
-                return httpx.Response(200, json={"object": "list", "data": [],
-                                                 "has_more": False})
+                return httpx.Response(200, json={"object": "list", "data": [], "has_more": False})
             return httpx.Response(200, json=FILE)
         return create(request)
 
@@ -83,8 +89,11 @@ async def test_openai_upload_failure_is_never_ambiguous() -> None:
             raise httpx.RemoteProtocolError("cut", request=request)
         return httpx.Response(200, json={"object": "list", "data": [], "has_more": False})
 
-    provider = OpenAIProvider(http_client=httpx.AsyncClient(transport=httpx.MockTransport(
-        handle)), base_url="http://mock/v1", api_key="k")
+    provider = OpenAIProvider(
+        http_client=httpx.AsyncClient(transport=httpx.MockTransport(handle)),
+        base_url="http://mock/v1",
+        api_key="k",
+    )
     with pytest.raises(VendorError) as caught:
         await provider.create(openai_spec("up1"))
     assert caught.value.retryable and not isinstance(caught.value, AmbiguousOutcome)
@@ -94,13 +103,19 @@ async def test_openai_upload_failure_is_never_ambiguous() -> None:
 async def test_http_date_retry_after() -> None:
     """A retry-after HTTP date is measured from the response's Date header."""
     seen: Counter[str] = Counter()
-    headers = {"retry-after": "Wed, 21 Oct 2026 07:28:40 GMT",
-               "date": "Wed, 21 Oct 2026 07:28:00 GMT"}
+    headers = {
+        "retry-after": "Wed, 21 Oct 2026 07:28:40 GMT",
+        "date": "Wed, 21 Oct 2026 07:28:00 GMT",
+    }
     body = {"error": {"message": "slow down", "type": "requests", "code": "rate_limit_exceeded"}}
     provider = openai_vendor(lambda r: httpx.Response(429, json=body, headers=headers), seen)
     with pytest.raises(VendorError) as caught:
         await provider.create(openai_spec("hd1"))
     err = caught.value
     assert (err.retryable, err.retry_after, err.code, err.message) == (
-        True, 40.0, "rate_limit_exceeded", "slow down")
+        True,
+        40.0,
+        "rate_limit_exceeded",
+        "slow down",
+    )
     assert seen["POST /v1/batches"] == 1

@@ -14,10 +14,7 @@ async def test_a_due_batch_is_claimed_by_one_worker_only(store: Store) -> None:
     """Two workers claiming at once never lease the same batch."""
     job = await make_job(store, n=40, shards=8)
     claims = await asyncio.gather(
-        *(
-            store.batches.claim_due(worker=f"w{i}", lease_seconds=60, limit=3)
-            for i in range(4)
-        )
+        *(store.batches.claim_due(worker=f"w{i}", lease_seconds=60, limit=3) for i in range(4))
     )
     ids = [b.id for claim in claims for b in claim]
     assert len(ids) == len(set(ids)) == 8
@@ -41,6 +38,4 @@ async def test_release_sets_the_next_check(store: Store, clock: FakeClock) -> No
     await store.batches.release(batch.id, worker="w", next_check_at=clock.now() + 10)
     assert await store.batches.claim_due(worker="w", lease_seconds=60) == []
     clock.advance(10)
-    assert [b.id for b in await store.batches.claim_due(worker="w", lease_seconds=60)] == [
-        batch.id
-    ]
+    assert [b.id for b in await store.batches.claim_due(worker="w", lease_seconds=60)] == [batch.id]

@@ -29,7 +29,9 @@ def test_any_of_several_secrets_may_match() -> None:
 
 def test_a_forged_signature_is_rejected() -> None:
     """A signature made with another key does not verify."""
-    forged = dict(HEADERS, **{"webhook-signature": "v1,AAAAW3dJ/X/qxhsaXPOyyCGmRKsaKWcsNccKXlIktD0="})
+    forged = dict(
+        HEADERS, **{"webhook-signature": "v1,AAAAW3dJ/X/qxhsaXPOyyCGmRKsaKWcsNccKXlIktD0="}
+    )
     with pytest.raises(SignatureError, match="no signature"):
         verify(BODY, forged, [SECRET], now=SENT)
 
