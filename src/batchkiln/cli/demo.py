@@ -14,7 +14,6 @@ from typing import Annotated
 
 import orjson
 import typer
-from rich.table import Table
 
 from batchkiln.cli.app import app, console, drive, run_command
 from batchkiln.cli.runtime import SIMULATOR, SIMULATOR_ANTHROPIC, open_runtime
@@ -135,12 +134,11 @@ def demo(
             return status, walked, rt.clock.now() - started
 
     status, walked, vendor_seconds = run_command(go)
-    table = Table(title="what happened", title_justify="left")
-    for column in ("batch", "attempt", "requests", "lifecycle walked"):
-        table.add_column(column)
+    console.print("\n[bold]what happened[/]")
     for b in status.batches:
-        table.add_row(b.id, str(b.attempt), str(b.request_count), _walked(walked, b.id))
-    console.print(table)
+        origin = f"retry of {b.parent_id}" if b.parent_id else f"shard {b.shard}"
+        console.print(f"  {b.id} (attempt {b.attempt}, {origin}, {b.request_count} requests):")
+        console.print(f"    {_walked(walked, b.id)}", soft_wrap=True)
     counts = ", ".join(f"{n} {k}" for k, n in sorted(status.counts.items()))
     console.print(f"job [bold]{status.job.id}[/] is [bold]{status.state}[/]: {counts}")
     console.print(f"vendor time elapsed: {duration(vendor_seconds)} (simulated at 2000x)")

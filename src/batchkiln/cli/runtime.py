@@ -6,6 +6,7 @@ adapters and official SDKs over an ASGI transport."""
 from __future__ import annotations
 
 import functools
+import os
 from collections.abc import AsyncIterator, Callable, Iterator, Mapping
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
@@ -16,7 +17,7 @@ from batchkiln.clock import Clock, ScaledClock, SystemClock
 from batchkiln.engine.kiln import Kiln
 from batchkiln.providers import make_provider
 from batchkiln.providers.base import Provider
-from batchkiln.simulator import Faults, Simulator
+from batchkiln.simulator import Faults, Simulator, parse_faults
 from batchkiln.store import Store
 
 SIMULATOR = "simulator"  # OpenAI's wire format, served in-process
@@ -71,6 +72,8 @@ async def open_runtime(
     simulator = None
     http: httpx.AsyncClient | None = None
     if simulated:
+        if faults is None:  # `kiln submit --provider simulator` takes faults from here
+            faults = parse_faults(os.environ.get("KILN_SIMULATOR_FAULTS", ""))
         simulator = Simulator(
             clock=clock, seed=seed, faults=faults or Faults(), base_url="http://simulator.kiln"
         )

@@ -67,7 +67,7 @@ class Kiln:
         lease_seconds: float = 600.0,
     ) -> None:
         self.store = store
-        self.providers = dict(providers)
+        self.providers = providers  # may be lazy: a vendor is built on first use
         self.clock = clock or SystemClock()
         self.worker = worker or default_worker_id()
         self.backoff = backoff or Backoff()

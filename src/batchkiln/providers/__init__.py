@@ -1,12 +1,14 @@
 """Provider adapters: one vendor's batch API each, through its official SDK with
-the SDK's retries off, translated into the plain values of `base`."""
+the SDK's retries off, translated into the plain values of `base`.
+
+The adapters (and with them the SDKs, about 1.5 s of imports) load on first
+use, so commands that never call a vendor start fast.
+"""
 
 from __future__ import annotations
 
-import httpx
-import httpx2
+from typing import TYPE_CHECKING, Any
 
-from batchkiln.providers.anthropic import AnthropicProvider
 from batchkiln.providers.base import (
     AmbiguousOutcome,
     BatchError,
@@ -20,7 +22,13 @@ from batchkiln.providers.base import (
     VendorError,
     WireRequest,
 )
-from batchkiln.providers.openai import OpenAIProvider
+
+if TYPE_CHECKING:
+    import httpx
+    import httpx2
+
+    from batchkiln.providers.anthropic import AnthropicProvider
+    from batchkiln.providers.openai import OpenAIProvider
 
 PROVIDERS = ("anthropic", "openai")
 
@@ -35,10 +43,26 @@ def make_provider(
     """The adapter for `name` ("openai" or "anthropic"). Unset credentials and base
     URL come from the SDK's own environment variables."""
     if name == "openai":
+        from batchkiln.providers.openai import OpenAIProvider
+
         return OpenAIProvider(http_client=http_client, base_url=base_url, api_key=api_key)
     if name == "anthropic":
+        from batchkiln.providers.anthropic import AnthropicProvider
+
         return AnthropicProvider(http_client=http_client, base_url=base_url, api_key=api_key)
     raise ValueError(f"unknown provider {name!r}; expected one of {', '.join(PROVIDERS)}")
+
+
+def __getattr__(name: str) -> Any:
+    if name == "OpenAIProvider":
+        from batchkiln.providers.openai import OpenAIProvider
+
+        return OpenAIProvider
+    if name == "AnthropicProvider":
+        from batchkiln.providers.anthropic import AnthropicProvider
+
+        return AnthropicProvider
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 __all__ = [
