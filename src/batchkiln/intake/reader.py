@@ -97,8 +97,8 @@ class _Context:
     endpoint_line: int | None = None
 
 
-def _normalise(record: Any, ctx: _Context, line: int) -> tuple[str, dict[str, Any], int]:
-    """(custom_id, vendor body, wire bytes) of one parsed line, or _Reject."""
+def _normalise(record: Any, ctx: _Context, line: int) -> tuple[str, dict[str, Any], bytes, int]:
+    """(custom_id, vendor body, its canonical JSON, wire bytes) of one line, or _Reject."""
     if not isinstance(record, dict):
         raise _Reject("a line must be a JSON object")
     custom_id = record.get("custom_id")
@@ -148,13 +148,13 @@ def _normalise(record: Any, ctx: _Context, line: int) -> tuple[str, dict[str, An
             raise _Reject("params.max_tokens must be an integer >= 1")
         if not isinstance(body.get("messages"), list) or not body["messages"]:
             raise _Reject("params.messages must be a non-empty list")
-    encoded = len(orjson.dumps(body))
+    canonical = orjson.dumps(body, option=orjson.OPT_SORT_KEYS)
     overhead = (
         len(f'{{"custom_id":"","method":"POST","url":"{endpoint}","body":}}\n')
         if ctx.provider == "openai"
         else len('{"custom_id":"","params":},')
     )
-    return custom_id, body, encoded + overhead + _WIRE_ID_LEN + len(str(line))
+    return custom_id, body, canonical, len(canonical) + overhead + _WIRE_ID_LEN + len(str(line))
 
 
 def _agree(ctx: _Context, what: Literal["model", "endpoint"], value: str, line: int) -> None:
@@ -208,7 +208,7 @@ def validate_file(
                     record = orjson.loads(raw)
                 except orjson.JSONDecodeError as exc:
                     raise _Reject(f"not valid JSON ({exc.msg})") from None
-                custom_id, body, size = _normalise(record, ctx, number)
+                custom_id, _body, canonical, size = _normalise(record, ctx, number)
                 key = int.from_bytes(
                     hashlib.blake2b(custom_id.encode(), digest_size=8).digest(), "big"
                 )
@@ -225,7 +225,7 @@ def validate_file(
                 continue
             sizes.append(size)
             digest.update(custom_id.encode() + b"\0")
-            digest.update(orjson.dumps(body, option=orjson.OPT_SORT_KEYS) + b"\n")
+            digest.update(canonical + b"\n")
     except OSError as exc:
         raise InputError([LineError(name, None, f"cannot read: {exc.strerror or exc}")]) from None
     if not errors and not sizes:
@@ -266,7 +266,7 @@ def iter_requests(
     ctx = _Context(provider, model, endpoint)
     for seq, (number, raw) in enumerate(_records(path)):
         try:
-            custom_id, body, size = _normalise(orjson.loads(raw), ctx, number)
+            custom_id, body, _canonical, size = _normalise(orjson.loads(raw), ctx, number)
         except (_Reject, orjson.JSONDecodeError) as exc:
             reason = exc.reason if isinstance(exc, _Reject) else "not valid JSON"
             raise InputError(
