@@ -15,9 +15,12 @@ from rich.live import Live
 from batchkiln import __version__
 from batchkiln.cli import views
 from batchkiln.cli.runtime import SIMULATED, Runtime, open_runtime
+from batchkiln.costs import estimate_file
+from batchkiln.engine.budget import BudgetExceeded
 from batchkiln.engine.export import ExportFormat, write_results
 from batchkiln.engine.kiln import JobStatus
 from batchkiln.engine.policy import JobOptions, RetryPolicy
+from batchkiln.engine.spend import submitted_estimate
 from batchkiln.intake import InputError, KeyConflict, validate_file
 from batchkiln.store import NotFound
 
@@ -49,7 +52,9 @@ def _wire(provider: str) -> str:
 
 
 def fail(message: str, code: int = 1) -> typer.Exit:
-    err.print(f"[red]error:[/] {message}")
+    """Print an error verbatim (no wrapping, no markup: it names files and lines)."""
+    err.print("[red]error:[/]", end=" ")
+    err.print(message, markup=False, highlight=False, soft_wrap=True)
     return typer.Exit(code)
 
 
@@ -78,6 +83,9 @@ def validate(
         raise fail(str(exc), 2) from None
     except OSError as exc:
         raise fail(f"{file}: {exc.strerror or exc}", 2) from None
+    estimate, _ = estimate_file(
+        file, provider=summary.provider, model=summary.model, endpoint=summary.endpoint
+    )
     if as_json:
         _print_json(
             {
@@ -92,6 +100,7 @@ def validate(
                     {"index": s.index, "requests": s.count, "wire_bytes": s.wire_bytes}
                     for s in summary.shards
                 ],
+                "estimate": estimate.to_json(),
             }
         )
         return
@@ -104,6 +113,8 @@ def validate(
             f"  shard {s.index}: requests {s.start}..{s.stop - 1}"
             f" ({s.count}, {s.wire_bytes:,} bytes)"
         )
+    for line in estimate.lines():
+        console.print(line, highlight=False)
 
 
 @app.command()
@@ -122,23 +133,46 @@ def submit(
     auto_retry: Annotated[
         bool, typer.Option(help="Retry retryable failures as child batches.")
     ] = True,
+    budget: Annotated[
+        float | None,
+        typer.Option(help="Most the job may cost in USD at batch prices, retries included."),
+    ] = None,
+    delete_vendor_files: Annotated[
+        bool, typer.Option(help="Delete the vendor's input and result files after ingest.")
+    ] = False,
     as_json: JsonOpt = False,
 ) -> None:
-    """Submit a request file as a Job. The same key (or content) never submits twice."""
+    """Submit a request file as a Job. The same key (or content) never submits twice.
+    A job whose estimate is over --budget or KILN_BUDGET_USD is refused (exit 3)."""
     simulated = provider in SIMULATED
     if simulated and not wait:
         err.print("[dim]the simulator lives in this process: --wait is implied[/]")
         wait = True
-    options = JobOptions(retry=RetryPolicy(max_attempts=max_attempts, auto_retry=auto_retry))
+    options = JobOptions(
+        retry=RetryPolicy(max_attempts=max_attempts, auto_retry=auto_retry),
+        budget_usd=budget,
+        delete_vendor_files=delete_vendor_files,
+    )
 
     async def go() -> JobStatus:
         async with open_runtime(simulated=simulated) as rt:
-            submitted = await rt.kiln.submit(
-                file, provider=provider, model=model, endpoint=endpoint, key=key, options=options
-            )
+            try:
+                submitted = await rt.kiln.submit(
+                    file,
+                    provider=provider,
+                    model=model,
+                    endpoint=endpoint,
+                    key=key,
+                    options=options,
+                )
+            except BudgetExceeded as exc:
+                raise fail(f"{exc}; nothing was sent", 3) from None
             if not as_json:
                 verb = "created" if submitted.created else "found existing"
                 err.print(f"{verb} job [bold]{submitted.job.id}[/] (key {submitted.job.key})")
+                estimate = await submitted_estimate(rt.kiln.store, submitted.job, _wire(provider))
+                for line in estimate.lines() if estimate else []:
+                    err.print(line, highlight=False)
             if not wait:
                 await rt.kiln.run_once(job_id=submitted.job.id)  # submit now; a worker tracks it
                 return await rt.kiln.status(submitted.job.id)
@@ -220,6 +254,31 @@ def results(
 
     count = run_command(go)
     console.print(f"wrote {count} results to {output}")
+
+
+@app.command()
+def retry(
+    job: Annotated[str, typer.Argument(help="Job id or key.")],
+    wait: Annotated[bool, typer.Option("--wait", help="Drive the retry here until done.")] = False,
+) -> None:
+    """Retry a Job's retryable failures as child batches with new keys (for jobs whose
+    automatic retry is off). Running it twice starts nothing twice."""
+
+    async def go() -> tuple[list[str], JobStatus]:
+        async with open_runtime() as rt:
+            created = await rt.kiln.retry(job)
+            if wait and created:
+                return created, await drive(rt, job)
+            if created:
+                await rt.kiln.run_once(job_id=(await rt.kiln.status(job)).job.id)
+            return created, await rt.kiln.status(job)
+
+    created, status = run_command(go)
+    if created:
+        console.print(f"started {len(created)} retry batch(es): {', '.join(created)}")
+    else:
+        console.print("nothing to retry (no failures waiting, or their retry already exists)")
+    console.print(views.status_view(status, status.job.updated_at))
 
 
 def run_command(factory: Any) -> Any:

@@ -9,6 +9,7 @@ partial -> retry child batch with a new key -> done.
 from __future__ import annotations
 
 import random
+import time
 from pathlib import Path
 from typing import Annotated
 
@@ -16,8 +17,10 @@ import orjson
 import typer
 
 from batchkiln.cli.app import app, console, drive, run_command
-from batchkiln.cli.runtime import SIMULATOR, SIMULATOR_ANTHROPIC, open_runtime
+from batchkiln.cli.runtime import SIMULATOR, SIMULATOR_ANTHROPIC, fresh_sqlite_url, open_runtime
+from batchkiln.cli.scenarios import SCENARIOS, Report, run_scenario
 from batchkiln.cli.views import duration
+from batchkiln.clock import FakeClock
 from batchkiln.engine.export import write_results
 from batchkiln.engine.kiln import JobStatus
 from batchkiln.simulator import Faults
@@ -91,26 +94,48 @@ def write_demo_requests(path: Path, count: int, *, vendor: str, seed: int = 7) -
             out.write(orjson.dumps(line) + b"\n")
 
 
-def _fresh_database(path: Path) -> str:
-    for suffix in ("", "-wal", "-shm"):
-        Path(f"{path}{suffix}").unlink(missing_ok=True)
-    return f"sqlite:///{path}"
-
-
 def _walked(events: list[tuple[str | None, str | None, str | None]], batch_id: str) -> str:
     states = [to for (bid, _frm, to) in events if bid == batch_id and to]
     return " -> ".join(dict.fromkeys(states)) if states else "-"
 
 
+def print_report(report: Report) -> None:
+    console.print(f"\n[bold]scenario {report.number}[/]: {report.title}")
+    for label, walk in report.walked.items():
+        console.print(f"  {label}:\n    {walk}", soft_wrap=True)
+    console.print(f"  terminal state: [bold]{report.terminal}[/]")
+    console.print(f"  action taken:   {report.action}")
+    console.print(f"  final outcome:  {report.outcome}", soft_wrap=True)
+    for check, held in report.checks.items():
+        mark = "[green]ok[/]  " if held else "[red]FAIL[/]"
+        console.print(f"    {mark} {check}")
+
+
+async def _scenarios(numbers: list[int]) -> list[Report]:
+    work = DEMO_DIR / "scenarios"
+    work.mkdir(parents=True, exist_ok=True)
+    return [await run_scenario(n, work, clock=FakeClock(time.time())) for n in numbers]
+
+
 @app.command()
 def demo(
+    scenario: Annotated[
+        int | None, typer.Option(help="Run only practice scenario N (1-6).", min=1, max=6)
+    ] = None,
+    scenarios: Annotated[
+        bool, typer.Option(help="After the main batch, run the six practice scenarios.")
+    ] = True,
     requests: Annotated[int, typer.Option(help="How many requests the demo job has.")] = 300,
     vendor: Annotated[str, typer.Option(help="Wire format: openai or anthropic.")] = "openai",
     failure_rate: Annotated[float, typer.Option(help="Share of requests that time out.")] = 0.04,
     seed: Annotated[int, typer.Option(help="Seed for the simulator's faults.")] = 7,
 ) -> None:
-    """Run a real batch on the built-in simulator, from submit to done."""
+    """Run a real batch on the built-in simulator, from submit to done, then the six
+    practice scenarios (each in virtual time, checking what must hold)."""
     DEMO_DIR.mkdir(exist_ok=True)
+    if scenario is not None:
+        _finish(run_command(lambda: _scenarios([scenario])))
+        return
     source = DEMO_DIR / f"demo-requests-{vendor}.jsonl"
     results_path = DEMO_DIR / "demo-results.jsonl"
     db_path = DEMO_DIR / "demo.db"
@@ -121,7 +146,7 @@ def demo(
 
     async def go() -> tuple[JobStatus, list[tuple[str | None, str | None, str | None]], float]:
         async with open_runtime(
-            simulated=True, faults=faults, seed=seed, database_url=_fresh_database(db_path)
+            simulated=True, faults=faults, seed=seed, database_url=fresh_sqlite_url(db_path)
         ) as rt:
             started = rt.clock.now()
             submitted = await rt.kiln.submit(
@@ -146,3 +171,15 @@ def demo(
     console.print(
         f"store:   {db_path} (KILN_DATABASE_URL=sqlite:///{db_path} kiln status {status.job.id})"
     )
+    if scenarios:
+        _finish(run_command(lambda: _scenarios(sorted(SCENARIOS))))
+
+
+def _finish(reports: list[Report]) -> None:
+    for report in reports:
+        print_report(report)
+    failed = [r.number for r in reports if not r.ok]
+    if failed:
+        console.print(f"\n[red]scenario(s) {failed} did not hold[/]")
+        raise typer.Exit(1)
+    console.print(f"\n{len(reports)} scenario(s) ran; every check held")

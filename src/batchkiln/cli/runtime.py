@@ -7,9 +7,10 @@ from __future__ import annotations
 
 import functools
 import os
-from collections.abc import AsyncIterator, Callable, Iterator, Mapping
+from collections.abc import AsyncIterator, Callable, Iterator, Mapping, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
+from pathlib import Path
 
 import httpx
 
@@ -51,6 +52,13 @@ class LazyProviders(Mapping[str, Provider]):
             await provider.aclose()
 
 
+def fresh_sqlite_url(path: Path) -> str:
+    """A SQLite URL at `path`, after deleting any database (and WAL files) there."""
+    for suffix in ("", "-wal", "-shm"):
+        Path(f"{path}{suffix}").unlink(missing_ok=True)
+    return f"sqlite:///{path}"
+
+
 @dataclass
 class Runtime:
     kiln: Kiln
@@ -66,16 +74,27 @@ async def open_runtime(
     faults: Faults | None = None,
     database_url: str | None = None,
     seed: int = 0,
+    clock: Clock | None = None,
+    webhook_urls: Sequence[str] = (),
+    webhook_client: httpx.AsyncClient | None = None,
 ) -> AsyncIterator[Runtime]:
-    """A Kiln over the configured store; with `simulated`, also the in-process vendor."""
-    clock: Clock = ScaledClock(speed) if simulated else SystemClock()
+    """A Kiln over the configured store; with `simulated`, also the in-process vendor
+    (on `clock`, by default one running `speed` times real time)."""
+    if clock is None:
+        clock = ScaledClock(speed) if simulated else SystemClock()
     simulator = None
     http: httpx.AsyncClient | None = None
     if simulated:
         if faults is None:  # `kiln submit --provider simulator` takes faults from here
             faults = parse_faults(os.environ.get("KILN_SIMULATOR_FAULTS", ""))
         simulator = Simulator(
-            clock=clock, seed=seed, faults=faults or Faults(), base_url="http://simulator.kiln"
+            clock=clock,
+            seed=seed,
+            faults=faults or Faults(),
+            base_url="http://simulator.kiln",
+            webhook_urls=webhook_urls,
+            webhook_client=webhook_client,
+            signing_clock=clock,
         )
         http = httpx.AsyncClient(
             transport=httpx.ASGITransport(app=simulator.app), base_url="http://simulator.kiln"

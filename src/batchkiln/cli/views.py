@@ -11,6 +11,7 @@ from rich.table import Table
 from rich.text import Text
 
 from batchkiln.engine.kiln import JobStatus
+from batchkiln.engine.tracking import detection_latency
 from batchkiln.lifecycle import STATE_INFO, State
 from batchkiln.store import BatchRow
 
@@ -137,6 +138,9 @@ def status_json(status: JobStatus) -> dict[str, Any]:
                 "vendor_failed": b.vendor_failed,
                 "next_check_at": b.next_check_at,
                 "vendor_calls": b.vendor_calls,
+                "vendor_ended_at": b.vendor_ended_at,
+                "detected_at": b.detected_at,
+                "detection_latency": detection_latency(b),
             }
             for b in status.batches
         ],

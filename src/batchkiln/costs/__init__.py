@@ -1,7 +1,30 @@
-"""Cost at batch prices, from a dated price table shipped as data."""
+"""Cost at batch prices: a dated price table shipped as data, estimates before
+submission, and the actual cost of billed usage."""
 
 from __future__ import annotations
 
-from batchkiln.costs.prices import Price, PriceTable, batch_cost, load_prices
+from batchkiln.costs.estimate import (
+    DEFAULT_OUTPUT_CAP,
+    Estimate,
+    Estimator,
+    estimate_bodies,
+    estimate_file,
+)
+from batchkiln.costs.prices import Price, PriceTable, batch_cost, load_prices, unknown_price
+from batchkiln.costs.tokens import APPROXIMATION, Tokenizer, choose
 
-__all__ = ["Price", "PriceTable", "batch_cost", "load_prices"]
+__all__ = [
+    "APPROXIMATION",
+    "DEFAULT_OUTPUT_CAP",
+    "Estimate",
+    "Estimator",
+    "Price",
+    "PriceTable",
+    "Tokenizer",
+    "batch_cost",
+    "choose",
+    "estimate_bodies",
+    "estimate_file",
+    "load_prices",
+    "unknown_price",
+]

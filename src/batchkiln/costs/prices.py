@@ -87,6 +87,14 @@ def load_prices(user_file: str | None = None) -> PriceTable:
     )
 
 
+def unknown_price(provider: str, model: str) -> str:
+    """What to say when a model has no price: the cost is unknown, not zero."""
+    return (
+        f"no price for {provider}/{model} in the price table (as of {load_prices().as_of});"
+        " cost unknown. Add it to a JSON price file named by KILN_PRICES_FILE"
+    )
+
+
 def batch_cost(provider: str, model: str, usage: dict[str, int]) -> dict[str, Any]:
     """Actual cost of billed usage at batch prices, the same at list prices, and
     where the price came from. Unknown model: costs are None (unknown, not zero)."""
@@ -96,7 +104,7 @@ def batch_cost(provider: str, model: str, usage: dict[str, int]) -> dict[str, An
         return {
             "cost_usd": None,
             "list_cost_usd": None,
-            "price_source": f"no price for {provider}/{model}",
+            "price_source": unknown_price(provider, model),
         }
     tokens = {k: usage[k] for k in ("input_tokens", "cached_input_tokens", "output_tokens")}
     list_cost = price.cost(**tokens)

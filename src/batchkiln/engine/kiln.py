@@ -15,15 +15,17 @@ from pathlib import Path
 from typing import Any
 
 from batchkiln.clock import Clock, SystemClock
+from batchkiln.engine.budget import BudgetGuard
 from batchkiln.engine.policy import JobOptions
+from batchkiln.engine.refresh import ListRefresher
 from batchkiln.engine.results import Ingestor
-from batchkiln.engine.schedule import Backoff
+from batchkiln.engine.schedule import Backoff, TrackingMode, TrackingPolicy
 from batchkiln.engine.submission import StepResult, Submitter
 from batchkiln.engine.tracking import Tracker
 from batchkiln.intake import batch_tag, derive_batch_key, iter_requests, job_key, validate_file
 from batchkiln.lifecycle import ENDED_AT_VENDOR, LIVE_AT_VENDOR, Event, State
 from batchkiln.providers.base import Provider, VendorError
-from batchkiln.store import BatchRow, JobRow, NewBatch, StaleTransition, Store
+from batchkiln.store import BatchRow, ChildBatch, JobRow, NewBatch, StaleTransition, Store
 
 
 @dataclass(frozen=True)
@@ -64,7 +66,8 @@ class Kiln:
         worker: str | None = None,
         backoff: Backoff | None = None,
         rng: random.Random | None = None,
-        lease_seconds: float = 600.0,
+        lease_seconds: float = 900.0,  # > providers.base.CREATE_TIMEOUT_SECONDS
+        tracking: TrackingPolicy | TrackingMode | str | None = None,
     ) -> None:
         self.store = store
         self.providers = providers  # may be lazy: a vendor is built on first use
@@ -74,7 +77,13 @@ class Kiln:
         self.rng = rng or random.Random()
         self.lease_seconds = lease_seconds
         self.submitter = Submitter(store, self.clock, self.worker)
-        self.tracker = Tracker(store, self.clock, self.worker, backoff=self.backoff, rng=self.rng)
+        # poll, webhook or hybrid (default: hybrid when a webhook secret is configured);
+        # an explicit `backoff` is the polling schedule
+        self.tracking = TrackingPolicy.of(tracking)
+        if backoff is not None:
+            self.tracking = self.tracking.with_poll(backoff)
+        self.tracker = Tracker(store, self.clock, self.worker, policy=self.tracking, rng=self.rng)
+        self.refresher = ListRefresher(store, self.clock, self.tracker, self.provider)
         self.ingestor = Ingestor(store, self.clock, self.worker)
 
     def provider(self, name: str) -> Provider:
@@ -96,7 +105,8 @@ class Kiln:
         """Validate a request file and store it as a Job (or find the Job its key names).
 
         Nothing reaches the vendor here: an invalid file raises InputError with
-        every bad line, and a valid one becomes not_submitted batches."""
+        every bad line, a Job over a budget raises BudgetExceeded (with the
+        estimate), and a valid one becomes not_submitted batches."""
         wire = self.provider(provider).name  # the wire format: "openai" or "anthropic"
         summary = validate_file(path, provider=wire, model=model, endpoint=endpoint)  # type: ignore[arg-type]
         jkey = job_key(key, summary.fingerprint)
@@ -113,6 +123,10 @@ class Kiln:
                     wire_bytes=shard.wire_bytes,
                 )
             )
+        options = options or JobOptions()
+        admitted = await BudgetGuard(self.store, self.clock).admit_file(  # BudgetExceeded
+            summary, options, key=jkey, batch_keys=[b.key for b in new_batches], worker=self.worker
+        )
         job, created = await self.store.jobs.create(
             key=jkey,
             fingerprint=summary.fingerprint,
@@ -121,11 +135,13 @@ class Kiln:
             endpoint=summary.endpoint,
             source=str(path),
             request_count=summary.count,
-            options=(options or JobOptions()).model_dump(),
+            options=options.model_dump(),
             request_rows=iter_requests(path, provider=wire, model=model, endpoint=endpoint),  # type: ignore[arg-type]
             new_batches=new_batches,
             worker=self.worker,
         )
+        if created and admitted is not None:
+            await admitted.record(self.store, job.id, worker=self.worker)
         if not created:
             await self.store.audit.record(
                 "job.resubmitted",
@@ -161,13 +177,14 @@ class Kiln:
         claimed = await self.store.batches.claim_due(
             worker=self.worker, lease_seconds=self.lease_seconds, limit=limit, job_id=job_id
         )
+        listed = await self.refresher.refresh(claimed)  # several due: one list call
         for batch in claimed:
-            await self._step_and_release(batch)
+            await self._step_and_release(batch, listed.get(batch.id))
         return len(claimed)
 
-    async def _step_and_release(self, batch: BatchRow) -> None:
+    async def _step_and_release(self, batch: BatchRow, done: StepResult | None = None) -> None:
         try:
-            result = await self.step(batch)
+            result = done if done is not None else await self.step(batch)
         except StaleTransition as exc:
             result = StepResult(0, str(exc))
         except VendorError as exc:
@@ -182,17 +199,20 @@ class Kiln:
             result = StepResult(delay, "vendor error", retry_after=exc.retry_after)
         after = await self.store.batches.get(batch.id)
         await self.store.batches.release(
-            batch.id, worker=self.worker, next_check_at=self._next_check(after, result)
+            batch.id, worker=self.worker, next_check_at=await self._next_check(after, result)
         )
 
-    def _next_check(self, batch: BatchRow, result: StepResult) -> float | None:
+    async def _next_check(self, batch: BatchRow, result: StepResult) -> float | None:
         if batch.state == State.DONE:
             return None
-        if result.next_check_in is not None:
-            return self.clock.now() + result.next_check_in
-        if batch.state in LIVE_AT_VENDOR:
-            return self.clock.now() + self.backoff.delay(batch.check_attempt, self.rng)
-        return self.clock.now()
+        if batch.state not in LIVE_AT_VENDOR:
+            delay = result.next_check_in
+            return self.clock.now() + (0.0 if delay is None else delay)
+        delay = result.next_check_in
+        if delay is None:  # just accepted: the first check of the batch's mode
+            provider = self.provider((await self.store.jobs.get(batch.job_id)).provider)
+            delay = self.tracking.backoff_for(provider).delay(batch.check_attempt, self.rng)
+        return self.tracking.align(self.clock.now() + delay)
 
     async def run_until_done(
         self,
@@ -203,14 +223,28 @@ class Kiln:
     ) -> JobStatus:
         """Drive one Job's batches until it is done (or waits for a manual retry)."""
         job = await self.store.jobs.get(job_ref)
+        status = await self.status(job.id)
+        idle = 0
         while True:
-            await self.run_once(job_id=job.id)
-            status = await self.status(job.id)
+            due = await self.store.batches.next_due_at(job_id=job.id)
+            # Claim only when something is due; otherwise just wait (a webhook or
+            # another worker may make a batch due sooner, hence the idle cap).
+            stepped = (
+                await self.run_once(job_id=job.id)
+                if due is not None and (due <= self.clock.now())
+                else 0
+            )
+            # Re-read only when something moved (or now and then, in case another
+            # worker moved it): the status query is most of an idle loop's cost.
+            idle = 0 if stepped else idle + 1
+            if stepped or idle % 10 == 0:
+                status = await self.status(job.id)
             if on_progress is not None:
                 on_progress(status)
             if status.state in ("done", "awaiting_retry"):
                 return status
-            due = await self.store.batches.next_due_at(job_id=job.id)
+            if stepped:
+                continue
             wait = idle_cap if due is None else min(idle_cap, max(0.0, due - self.clock.now()))
             await self.clock.sleep(wait)
 
@@ -233,3 +267,24 @@ class Kiln:
                 continue
             cancelled.append(batch.id)
         return cancelled
+
+    async def retry(self, job_ref: str) -> list[str]:
+        """Start the retry children of a Job whose automatic retry is off: one per done
+        batch with failures waiting. Idempotent: a child whose key exists is not made
+        again. Returns the ids of the children created now."""
+        job = await self.store.jobs.get(job_ref)
+        policy = JobOptions.load(job.options).retry
+        created = []
+        for parent_id, seqs in (await self.store.ledger.awaiting_retry(job.id)).items():
+            parent = await self.store.batches.get(parent_id)
+            if parent.attempt >= policy.max_attempts:
+                continue
+            key = derive_batch_key(job.key, parent.shard, parent.attempt + 1)
+            share = parent.wire_bytes * len(seqs) // max(1, parent.request_count)
+            child = ChildBatch(
+                key=key, tag=batch_tag(key), attempt=parent.attempt + 1, seqs=seqs, wire_bytes=share
+            )
+            child_id = await self.store.ledger.add_child(parent, child, worker=self.worker)
+            if child_id is not None:
+                created.append(child_id)
+        return created

@@ -1,4 +1,5 @@
-"""Per-Job choices: how many attempts a request gets and which failures retry."""
+"""Per-Job choices: how many attempts a request gets, which failures retry, what
+the Job may spend, and whether the vendor's files are deleted once ingested."""
 
 from __future__ import annotations
 
@@ -21,7 +22,10 @@ class JobOptions(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid")
 
     retry: RetryPolicy = RetryPolicy()
+    # The most the Job may cost at batch prices, retries included; a submission or
+    # retry whose estimate would pass it is refused before the vendor sees it.
     budget_usd: float | None = Field(None, gt=0)
+    delete_vendor_files: bool = False  # OpenAI input/output/error files, after ingest
 
     @classmethod
     def load(cls, raw: dict[str, Any] | None) -> JobOptions:

@@ -16,6 +16,8 @@ from typing import Any
 
 from batchkiln.clock import Clock
 from batchkiln.costs import batch_cost
+from batchkiln.engine.budget import BudgetGuard
+from batchkiln.engine.hygiene import delete_vendor_files
 from batchkiln.engine.policy import JobOptions
 from batchkiln.engine.submission import StepResult, parse_wire_id
 from batchkiln.intake import batch_tag, derive_batch_key
@@ -41,7 +43,6 @@ class Ingestor:
                 Event.DOWNLOAD,
                 worker=self.worker,
                 reason=f"downloading results of a {batch.state.value} batch",
-                values={"error": batch.error},
             )
             ended_as = batch.state
             batch = await self.store.batches.get(batch.id)
@@ -51,6 +52,19 @@ class Ingestor:
         if batch.vendor_id is not None:
             vendor = await provider.retrieve(batch.vendor_id)
             await self.store.batches.add_vendor_calls(batch.id, 1)
+            if vendor.errors:  # a failed batch's reasons are kept, whatever the line shapes
+                errors = [
+                    {"code": e.code, "message": e.message, "line": e.line} for e in vendor.errors
+                ]
+                await self.store.batches.update(
+                    batch.id,
+                    error={
+                        "code": errors[0]["code"],
+                        "message": errors[0]["message"],
+                        "errors": errors,
+                    },
+                )
+                batch = await self.store.batches.get(batch.id)
             stats = await self._download(batch, provider.results(vendor), carried)
             await self.store.batches.add_vendor_calls(batch.id, 1)
         else:
@@ -59,7 +73,7 @@ class Ingestor:
         closing = await self._plan(job, batch, ended_as, carried, stored, provider.name)
         closing.summary.update(stats)
         child_id = await self.store.ledger.close_batch(batch, closing, worker=self.worker)
-        await self._finish_job_if_settled(job)
+        await delete_vendor_files(self.store, provider, job, batch, worker=self.worker)
         return StepResult(None, "done" + (f"; retry batch {child_id}" if child_id else ""))
 
     async def _ended_as(self, batch: BatchRow) -> State:
@@ -134,20 +148,26 @@ class Ingestor:
                 outcomes[seq] = "cancelled"
             elif not retryable:
                 outcomes[seq] = "failed"
+            elif ended_as == State.CANCELLED:
+                outcomes[seq] = "cancelled"  # no retry path out of a cancelled batch
             elif can_retry:
                 retry.append(seq)
             elif policy.auto_retry or batch.attempt >= policy.max_attempts:
                 outcomes[seq] = "exhausted"
             # else: auto retry is off; the request waits for `kiln retry`
+        usage = await self.store.ledger.usage_of(batch.id)
+        cost = batch_cost(vendor, job.model, usage)
         child = None
+        key = derive_batch_key(job.key, batch.shard, batch.attempt + 1)
+        if retry and not await BudgetGuard(self.store, self.clock).admit_retry(
+            job, batch, key, retry, cost["cost_usd"], vendor=vendor, worker=self.worker
+        ):
+            retry = []  # over budget (audited): the requests wait, as with auto retry off
         if retry:
-            key = derive_batch_key(job.key, batch.shard, batch.attempt + 1)
             share = batch.wire_bytes * len(retry) // max(1, batch.request_count)
             child = ChildBatch(
                 key=key, tag=batch_tag(key), attempt=batch.attempt + 1, seqs=retry, wire_bytes=share
             )
-        usage = await self.store.ledger.usage_of(batch.id)
-        cost = batch_cost(vendor, job.model, usage)
         counts = Counter(outcomes.values())
         summary: dict[str, Any] = {
             "ended_as": ended_as.value,
@@ -172,30 +192,17 @@ class Ingestor:
             summary=summary,
         )
 
-    async def _finish_job_if_settled(self, job: JobRow) -> None:
-        batches = await self.store.batches.for_job(job.id)
-        if any(b.state != State.DONE for b in batches):
-            return
-        counts = await self.store.ledger.job_counts(job.id)
-        if counts.get("pending"):
-            return  # failures waiting for a manual retry
-        outcome = {
-            "counts": counts,
-            "batches": len(batches),
-            "attempts": max(b.attempt for b in batches),
-            "succeeded": counts.get("succeeded", 0) == job.request_count,
-        }
-        await self.store.jobs.finish(job.id, outcome, worker=self.worker)
-
 
 def _failure(
     result: StoredResult | None, ended_as: State, batch: BatchRow, policy: Any
 ) -> tuple[dict[str, Any], bool]:
     """The error to record for a request that did not succeed, and whether it may retry."""
     if ended_as == State.FAILED and result is None:
-        error = batch.error or {}
-        message = error.get("message") if isinstance(error, dict) else str(error)
-        return {"code": "batch_failed", "message": message or "the vendor failed the batch"}, False
+        error = batch.error if isinstance(batch.error, dict) else {}
+        return {
+            "code": error.get("code") or "batch_failed",
+            "message": error.get("message") or "the vendor failed the batch",
+        }, False
     if result is None:
         return {"code": "no_result", "message": "the vendor returned no result line"}, (
             policy.retry_missing

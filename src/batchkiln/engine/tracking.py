@@ -9,11 +9,18 @@ from __future__ import annotations
 import random
 
 from batchkiln.clock import Clock
-from batchkiln.engine.schedule import Backoff, predicted_finish
+from batchkiln.engine.schedule import Backoff, Look, TrackingMode, TrackingPolicy, next_look
 from batchkiln.engine.submission import StepResult
-from batchkiln.lifecycle import ENDED_AT_VENDOR, Event, State, event_for_outcome
+from batchkiln.lifecycle import ENDED_AT_VENDOR, LIVE_AT_VENDOR, Event, State, event_for_outcome
 from batchkiln.providers.base import Provider, VendorBatch, VendorError
 from batchkiln.store import BatchRow, Store
+
+
+def detection_latency(batch: BatchRow) -> float | None:
+    """Seconds from the vendor's terminal timestamp to our noticing it."""
+    if batch.detected_at is None or batch.vendor_ended_at is None:
+        return None
+    return max(0.0, batch.detected_at - batch.vendor_ended_at)
 
 
 class Tracker:
@@ -23,64 +30,93 @@ class Tracker:
         clock: Clock,
         worker: str,
         *,
-        backoff: Backoff | None = None,
+        policy: TrackingPolicy | None = None,
         rng: random.Random | None = None,
     ) -> None:
         self.store = store
         self.clock = clock
         self.worker = worker
-        self.backoff = backoff or Backoff()
+        self.policy = policy or TrackingPolicy()
         self.rng = rng or random.Random()
 
     async def refresh(self, batch: BatchRow, provider: Provider) -> StepResult:
-        """Ask the vendor for the batch and apply what it says. A failed read is
-        retried on the same schedule and never counts as a state change."""
+        """Ask the vendor for the batch and apply what it says."""
         assert batch.vendor_id is not None, f"batch {batch.id} has no vendor id"
         try:
             vendor = await provider.retrieve(batch.vendor_id)
         except VendorError as exc:
             await self.store.batches.add_vendor_calls(batch.id, 1)
-            attempt = batch.check_attempt + 1
-            await self.store.batches.update(batch.id, check_attempt=attempt)
-            await self.store.audit.record(
-                "poll.failed",
-                job_id=batch.job_id,
-                batch_id=batch.id,
-                worker=self.worker,
-                reason=f"{exc.status or 'connection'}: {exc.message}",
-            )
-            delay = self.backoff.delay(attempt, self.rng, retry_after=exc.retry_after)
-            return StepResult(delay, "read failed", retry_after=exc.retry_after)
+            return await self.read_failed(batch, provider, exc, what="retrieve")
         await self.store.batches.add_vendor_calls(batch.id, 1)
-        return await self.apply(batch, vendor)
+        return await self.apply(batch, vendor, provider)
 
-    async def apply(self, batch: BatchRow, vendor: VendorBatch) -> StepResult:
+    async def read_failed(
+        self, batch: BatchRow, provider: Provider, exc: VendorError, *, what: str
+    ) -> StepResult:
+        """A failed read (5xx, 429, timeout) is retried on the doubling schedule,
+        honouring retry-after, and never counts as a state change."""
+        attempt = batch.check_attempt + 1
+        await self.store.batches.update(batch.id, check_attempt=attempt)
+        await self.store.audit.record(
+            "poll.failed",
+            job_id=batch.job_id,
+            batch_id=batch.id,
+            worker=self.worker,
+            reason=f"{what}: {exc.status or 'connection'}: {exc.message}",
+            data={"retry_after": exc.retry_after, "attempt": attempt},
+        )
+        delay = self._retry_backoff(provider).delay(attempt, self.rng, retry_after=exc.retry_after)
+        return StepResult(delay, "read failed", retry_after=exc.retry_after)
+
+    async def apply(
+        self, batch: BatchRow, vendor: VendorBatch, provider: Provider, *, via: str = "retrieve"
+    ) -> StepResult:
         """Move the batch to match the vendor snapshot and say when to look next."""
         now = self.clock.now()
-        snapshot = {
+        values: dict[str, object] = {
             "vendor_status": vendor.vendor_status,
             "vendor_total": vendor.total,
             "vendor_succeeded": vendor.succeeded,
             "vendor_failed": vendor.failed,
             "vendor_ended_at": vendor.ended_at,
         }
+        event = self._event_for(batch.state, vendor.state)
+        ended = event is not None and vendor.state in ENDED_AT_VENDOR
+        if ended:
+            values["detected_at"] = now
+        attempt, delay = 0, 0.0
+        if not ended:
+            attempt, delay = next_look(
+                self.policy.backoff_for(provider),
+                batch.check_attempt,
+                Look(
+                    changed=event is not None or vendor.vendor_status != batch.vendor_status,
+                    in_progress=(vendor.state == State.IN_PROGRESS),
+                    total=vendor.total,
+                    processed=vendor.processed,
+                    started_at=vendor.created_at or batch.vendor_created_at,
+                    expires_at=vendor.expires_at,
+                ),
+                now=now,
+                rng=self.rng,
+            )
+        values["check_attempt"] = attempt
         await self.store.audit.record(
             "poll",
             job_id=batch.job_id,
             batch_id=batch.id,
             worker=self.worker,
             reason=f"vendor says {vendor.vendor_status}"
-            f" ({vendor.processed}/{vendor.total} processed)",
+            f" ({vendor.processed}/{vendor.total} processed) via {via}",
+            data=None if ended else {"next_check_in": round(delay, 3), "attempt": attempt},
         )
         state = batch.state
-        event = self._event_for(state, vendor.state)
-        if event is not None:
-            values = dict(snapshot, check_attempt=0)
-            if vendor.state in ENDED_AT_VENDOR:
-                values["detected_at"] = now
+        if event is None:
+            await self.store.batches.update(batch.id, **values)
+        else:
             state = await self.store.batches.transition(
                 batch,
-                state,
+                batch.state,
                 event,
                 worker=self.worker,
                 reason=f"vendor status {vendor.vendor_status}",
@@ -92,38 +128,25 @@ class Tracker:
                     "errors": [e.message for e in vendor.errors],
                 },
             )
-        else:
-            await self.store.batches.update(batch.id, **snapshot)
         if state in ENDED_AT_VENDOR:
             return StepResult(0, f"ended: {state.value}")
-        attempt = 0 if event is not None else batch.check_attempt + 1
-        await self.store.batches.update(batch.id, check_attempt=attempt)
-        eta = None
-        if state == State.IN_PROGRESS:
-            eta = predicted_finish(
-                total=vendor.total,
-                processed=vendor.processed,
-                started_at=self._started_at(batch, vendor),
-                now=now,
-            )
-        return StepResult(self.backoff.delay(attempt, self.rng, eta=eta), vendor.vendor_status)
+        return StepResult(delay, vendor.vendor_status)
+
+    def _retry_backoff(self, provider: Provider) -> Backoff:
+        # A failed read in webhook mode (often the one a webhook asked for) is
+        # retried on the polling schedule, not an hour later.
+        if self.policy.mode_for(provider) == TrackingMode.WEBHOOK:
+            return self.policy.poll
+        return self.policy.backoff_for(provider)
 
     @staticmethod
     def _event_for(ours: State, theirs: State) -> Event | None:
-        if theirs == ours:
+        if theirs == ours or ours not in LIVE_AT_VENDOR:
             return None
-        if theirs in ENDED_AT_VENDOR and ours in (
-            State.PENDING,
-            State.IN_PROGRESS,
-            State.CANCELLING,
-        ):
+        if theirs in ENDED_AT_VENDOR:
             return event_for_outcome(theirs)
         if ours == State.PENDING and theirs == State.IN_PROGRESS:
             return Event.STARTED
         if ours in (State.PENDING, State.IN_PROGRESS) and theirs == State.CANCELLING:
             return Event.CANCEL  # cancelled from the vendor's console
         return None  # an older snapshot than what we know (out of order): ignore
-
-    @staticmethod
-    def _started_at(batch: BatchRow, vendor: VendorBatch) -> float | None:
-        return vendor.created_at or batch.vendor_created_at

@@ -1,7 +1,8 @@
 """The worker loop: claim due batches, step them, sleep until the next is due.
 
 No SQL here and no vendor calls of its own: it only asks the Kiln to step what
-is due. A stop request (SIGTERM) lets the current step finish, then returns.
+is due. A stop request (SIGTERM) lets the current round of steps finish, then
+returns; `wake()` (a webhook marked a batch due) cuts an idle wait short.
 """
 
 from __future__ import annotations
@@ -29,11 +30,16 @@ class Worker:
         self.housekeeping_every = housekeeping_every
         self.on_step = on_step
         self._stop = asyncio.Event()
+        self._wake = asyncio.Event()
         self._last_housekeeping: float | None = None
 
     def stop(self) -> None:
         """Finish the step under way, then return from run()."""
         self._stop.set()
+
+    def wake(self) -> None:
+        """Something became due now (a webhook arrived): stop idling."""
+        self._wake.set()
 
     def install_signal_handlers(self) -> None:
         loop = asyncio.get_running_loop()
@@ -60,10 +66,15 @@ class Worker:
         due = await self.kiln.store.batches.next_due_at()
         now = self.kiln.clock.now()
         wait = self.idle_cap if due is None else min(self.idle_cap, max(0.0, due - now))
+        if self._wake.is_set():
+            self._wake.clear()
+            return
         sleeper = asyncio.ensure_future(self.kiln.clock.sleep(wait))
         stopper = asyncio.ensure_future(self._stop.wait())
-        await asyncio.wait({sleeper, stopper}, return_when=asyncio.FIRST_COMPLETED)
-        for task in (sleeper, stopper):
+        waker = asyncio.ensure_future(self._wake.wait())
+        await asyncio.wait({sleeper, stopper, waker}, return_when=asyncio.FIRST_COMPLETED)
+        self._wake.clear()
+        for task in (sleeper, stopper, waker):
             task.cancel()
 
     async def _housekeeping(self) -> None:

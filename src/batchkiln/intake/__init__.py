@@ -1,32 +1,73 @@
-"""Request files in: reading, validation, sharding and keys."""
+"""Request files in: streaming reading and validation, the shard plan, and keys.
+
+summary = validate_file(path, provider="openai")       # one pass; InputError lists bad lines
+key = job_key(user_key, summary.fingerprint)           # user key, or fp-<fingerprint>
+for shard in summary.shards:                           # contiguous seq ranges within limits
+    tag = batch_tag(derive_batch_key(key, shard.index, 1))
+for request in iter_requests(path, provider="openai"):  # second pass: normalised bodies
+    ...
+"""
 
 from __future__ import annotations
 
-from batchkiln.intake.keys import KeyConflict, batch_tag, check_user_key, derive_batch_key, job_key
+from batchkiln.intake.keys import (
+    ContentFingerprint,
+    InvalidKey,
+    KeyConflict,
+    batch_tag,
+    canonical_json,
+    check_user_key,
+    derive_batch_key,
+    fingerprint,
+    job_key,
+)
 from batchkiln.intake.reader import (
+    ANTHROPIC_ENDPOINT,
+    DEFAULT_OPENAI_ENDPOINT,
+    MAX_CUSTOM_ID,
+    OPENAI_ENDPOINTS,
     InputError,
     InputRequest,
     InputSummary,
     LineError,
+    Provider,
     iter_requests,
     validate_file,
 )
-from batchkiln.intake.sharding import PROVIDER_LIMITS, Limits, Shard, plan_shards
+from batchkiln.intake.sharding import (
+    PROVIDER_LIMITS,
+    Limits,
+    Shard,
+    ShardPlanner,
+    plan_shards,
+    wire_line_bytes,
+)
 
-__all__ = [
-    "PROVIDER_LIMITS",
+__all__ = [  # noqa: RUF022 (plain sorted(), as the package root test checks)
+    "ANTHROPIC_ENDPOINT",
+    "ContentFingerprint",
+    "DEFAULT_OPENAI_ENDPOINT",
     "InputError",
     "InputRequest",
     "InputSummary",
+    "InvalidKey",
     "KeyConflict",
     "Limits",
     "LineError",
+    "MAX_CUSTOM_ID",
+    "OPENAI_ENDPOINTS",
+    "PROVIDER_LIMITS",
+    "Provider",
     "Shard",
+    "ShardPlanner",
     "batch_tag",
+    "canonical_json",
     "check_user_key",
     "derive_batch_key",
+    "fingerprint",
     "iter_requests",
     "job_key",
     "plan_shards",
     "validate_file",
+    "wire_line_bytes",
 ]

@@ -2,18 +2,23 @@
 
 - OpenAI batch lines: {"custom_id", "method": "POST", "url", "body"}
 - Anthropic lines:    {"custom_id", "params"}
-- plain lines:        {"custom_id", "body"}   (the model comes from --model)
+- plain lines:        {"custom_id", "body"}   (the model may come from --model)
 
 `validate_file` makes one pass and reports every bad line (up to a cap) with
-file, line number and reason, before anything else happens; `iter_requests`
-makes a second pass to yield the normalised requests. Memory is bounded by the
-longest line plus one small entry per custom_id (for duplicate detection).
+file, line number and reason, before anything else happens; it also computes
+the content fingerprint and the shard plan. `iter_requests` makes a second pass
+to yield the normalised requests. Lines are read in binary one at a time, so
+memory is bounded by the longest line plus a few dozen bytes per custom_id (for
+duplicate detection, `FirstSeen`); the file is never held.
+
+Blank lines are skipped but still counted, so line numbers are the ones an
+editor shows. User custom_ids never reach the vendor (the engine sends
+`<tag>-<seq>`), so any string of 1-512 characters is accepted.
 """
 
 from __future__ import annotations
 
-import hashlib
-from array import array
+import codecs
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -21,9 +26,17 @@ from typing import Any, Literal
 
 import orjson
 
-from batchkiln.intake.sharding import PROVIDER_LIMITS, Shard, plan_shards
+from batchkiln.intake.dedupe import FirstSeen
+from batchkiln.intake.keys import ContentFingerprint, canonical_json
+from batchkiln.intake.sharding import (
+    PROVIDER_LIMITS,
+    Limits,
+    Shard,
+    ShardPlanner,
+    wire_line_bytes,
+)
 
-Vendor = Literal["openai", "anthropic"]
+Provider = Literal["openai", "anthropic"]
 OPENAI_ENDPOINTS = (
     "/v1/chat/completions",
     "/v1/responses",
@@ -34,22 +47,24 @@ OPENAI_ENDPOINTS = (
 ANTHROPIC_ENDPOINT = "/v1/messages"
 DEFAULT_OPENAI_ENDPOINT = "/v1/chat/completions"
 MAX_CUSTOM_ID = 512
-_WIRE_ID_LEN = 9  # "<8-char tag>-", then the sequence number
+_READ_BUFFER = 1 << 20
 
 
 @dataclass(frozen=True)
 class InputRequest:
-    seq: int
-    line: int
-    custom_id: str
+    """One request, normalised: `body` is what goes to the vendor (model set)."""
+
+    seq: int  # 0-based position among the file's requests
+    line: int  # 1-based line number in the file
+    custom_id: str  # the user's id (never sent; the wire id is "<tag>-<seq>")
     body: dict[str, Any]
-    wire_bytes: int
+    wire_bytes: int  # the request's full wire line, see sharding.wire_line_bytes
 
 
 @dataclass(frozen=True)
 class LineError:
     file: str
-    line: int | None
+    line: int | None  # None: about the whole file or the command
     reason: str
 
     def __str__(self) -> str:
@@ -88,188 +103,242 @@ class _Reject(Exception):
 
 @dataclass
 class _Context:
-    """What the lines of one file must agree on, learned from the first lines."""
+    """What every line of one file must agree on, learned from the first lines."""
 
-    provider: Vendor
+    provider: Provider
     model: str | None
     endpoint: str | None
-    model_line: int | None = None
-    endpoint_line: int | None = None
+    model_origin: str = "--model"
+    endpoint_origin: str = "--endpoint"
+
+    def agree(self, what: Literal["model", "endpoint"], value: str, line: int) -> None:
+        current: str | None = getattr(self, what)
+        if current is None:
+            setattr(self, what, value)
+            setattr(self, f"{what}_origin", f"line {line}")
+        elif current != value:
+            origin = getattr(self, f"{what}_origin")
+            raise _Reject(
+                f"{what} {value!r} differs from {current!r} ({origin}); one job has one {what}"
+            )
 
 
-def _normalise(record: Any, ctx: _Context, line: int) -> tuple[str, dict[str, Any], bytes, int]:
-    """(custom_id, vendor body, its canonical JSON, wire bytes) of one line, or _Reject."""
+def _kind(value: Any) -> str:
+    names = {dict: "an object", list: "an array", str: "a string", bool: "a boolean"}
+    if value is None:
+        return "null"
+    return names.get(type(value), "a number")
+
+
+def _parse(raw: bytes, line: int) -> dict[str, Any]:
+    if line == 1 and raw.startswith(codecs.BOM_UTF8):
+        raw = raw[len(codecs.BOM_UTF8) :]
+    try:
+        record = orjson.loads(raw)
+    except orjson.JSONDecodeError as exc:
+        raise _Reject(f"not valid JSON ({exc.msg} at column {exc.colno})") from None
     if not isinstance(record, dict):
-        raise _Reject("a line must be a JSON object")
-    custom_id = record.get("custom_id")
-    if not isinstance(custom_id, str) or not custom_id.strip():
-        raise _Reject("missing or empty custom_id")
+        raise _Reject(f"a line must be a JSON object, got {_kind(record)}")
+    return record
+
+
+def _custom_id(record: dict[str, Any]) -> str:
+    if "custom_id" not in record:
+        raise _Reject("missing custom_id")
+    custom_id = record["custom_id"]
+    if not isinstance(custom_id, str):
+        raise _Reject(f"custom_id must be a string, got {_kind(custom_id)}")
+    if not custom_id.strip():
+        raise _Reject("empty custom_id")
     if len(custom_id) > MAX_CUSTOM_ID:
-        raise _Reject(f"custom_id is longer than {MAX_CUSTOM_ID} characters")
+        raise _Reject(f"custom_id is {len(custom_id)} characters, more than {MAX_CUSTOM_ID}")
+    return custom_id
+
+
+def _vendor_body(record: dict[str, Any], ctx: _Context, line: int) -> dict[str, Any]:
+    """The body that goes to the vendor, with `model` set; or _Reject."""
     if "method" in record or "url" in record:
         if ctx.provider != "openai":
             raise _Reject(
                 "this is an OpenAI batch line (method/url); use --provider openai"
                 " or the plain form {custom_id, body}"
             )
-        if record.get("method") != "POST":
-            raise _Reject(f'method must be "POST", got {record.get("method")!r}')
-        url = record.get("url")
+        method, url = record.get("method"), record.get("url")
+        if method != "POST":
+            raise _Reject(f'method must be "POST", got {method!r}')
         if url not in OPENAI_ENDPOINTS:
             raise _Reject(f"url {url!r} is not a batch endpoint ({', '.join(OPENAI_ENDPOINTS)})")
-        body, endpoint = record.get("body"), str(url)
+        field, body, endpoint = "body", record.get("body"), str(url)
     elif "params" in record:
         if ctx.provider != "anthropic":
             raise _Reject(
-                "this is an Anthropic line (params); use --provider anthropic"
+                "this is an Anthropic batch line (params); use --provider anthropic"
                 " or the plain form {custom_id, body}"
             )
-        body, endpoint = record.get("params"), ANTHROPIC_ENDPOINT
+        field, body, endpoint = "params", record["params"], ANTHROPIC_ENDPOINT
     elif "body" in record:
-        body = record.get("body")
-        endpoint = (
-            (ctx.endpoint or DEFAULT_OPENAI_ENDPOINT)
-            if ctx.provider == "openai"
-            else ANTHROPIC_ENDPOINT
-        )
+        field, body = "body", record["body"]
+        if ctx.provider == "anthropic":
+            endpoint = ANTHROPIC_ENDPOINT
+        else:
+            endpoint = ctx.endpoint or DEFAULT_OPENAI_ENDPOINT
     else:
         raise _Reject("a line needs body (plain or OpenAI form) or params (Anthropic form)")
     if not isinstance(body, dict):
-        raise _Reject("the request body must be a JSON object")
-    _agree(ctx, "endpoint", endpoint, line)
-    model = body.get("model") or ctx.model
-    if not isinstance(model, str) or not model:
-        raise _Reject("no model: set it on the line or pass --model")
-    _agree(ctx, "model", model, line)
-    body = body if body.get("model") == model else {**body, "model": model}
+        raise _Reject(f"{field} must be a JSON object, got {_kind(body)}")
+    ctx.agree("endpoint", endpoint, line)
+    if "model" in body:
+        model = body["model"]
+        if not isinstance(model, str) or not model:
+            raise _Reject(f"{field}.model must be a non-empty string, got {model!r}")
+        ctx.agree("model", model, line)
+    elif ctx.model is None:
+        raise _Reject(f"no model: set {field}.model on the line or pass --model")
+    else:
+        body = {**body, "model": ctx.model}
     if ctx.provider == "anthropic":
         max_tokens = body.get("max_tokens")
         if not isinstance(max_tokens, int) or isinstance(max_tokens, bool) or max_tokens < 1:
-            raise _Reject("params.max_tokens must be an integer >= 1")
-        if not isinstance(body.get("messages"), list) or not body["messages"]:
-            raise _Reject("params.messages must be a non-empty list")
-    canonical = orjson.dumps(body, option=orjson.OPT_SORT_KEYS)
-    overhead = (
-        len(f'{{"custom_id":"","method":"POST","url":"{endpoint}","body":}}\n')
-        if ctx.provider == "openai"
-        else len('{"custom_id":"","params":},')
-    )
-    return custom_id, body, canonical, len(canonical) + overhead + _WIRE_ID_LEN + len(str(line))
+            raise _Reject(f"{field}.max_tokens must be an integer >= 1, got {max_tokens!r}")
+        messages = body.get("messages")
+        if not isinstance(messages, list) or not messages:
+            raise _Reject(f"{field}.messages must be a non-empty array")
+    return body
 
 
-def _agree(ctx: _Context, what: Literal["model", "endpoint"], value: str, line: int) -> None:
-    current = getattr(ctx, what)
-    if current is None:
-        setattr(ctx, what, value)
-        setattr(ctx, f"{what}_line", line)
-    elif current != value:
-        first = getattr(ctx, f"{what}_line")
-        origin = f"line {first}" if first is not None else f"--{what}"
-        raise _Reject(
-            f"{what} {value!r} differs from {current!r} ({origin}); one job has one {what}"
-        )
-
-
-def _records(path: Path) -> Iterator[tuple[int, bytes]]:
-    with path.open("rb") as handle:
+def _lines(path: Path) -> Iterator[tuple[int, bytes]]:
+    """(line number, raw bytes) of every non-blank line; blank lines are counted."""
+    with path.open("rb", buffering=_READ_BUFFER) as handle:
         for number, raw in enumerate(handle, start=1):
-            if raw.strip():
+            if not raw.isspace():
                 yield number, raw
+
+
+def _check_command(
+    name: str, provider: str, model: str | None, endpoint: str | None, max_errors: int = 1
+) -> None:
+    """Arguments that are wrong whatever the file holds: one error, no line."""
+    if max_errors < 1:
+        raise ValueError(f"max_errors must be >= 1, got {max_errors}")
+    if provider not in PROVIDER_LIMITS:
+        raise InputError([LineError(name, None, f"unknown provider {provider!r}")])
+    if model is not None and not model.strip():
+        raise InputError([LineError(name, None, "--model is empty")])
+    if endpoint is None:
+        return
+    if provider == "openai" and endpoint not in OPENAI_ENDPOINTS:
+        reason = f"--endpoint {endpoint!r} is not a batch endpoint ({', '.join(OPENAI_ENDPOINTS)})"
+        raise InputError([LineError(name, None, reason)])
+    if provider == "anthropic" and endpoint != ANTHROPIC_ENDPOINT:
+        reason = f"--endpoint {endpoint!r}: Anthropic batches take {ANTHROPIC_ENDPOINT} only"
+        raise InputError([LineError(name, None, reason)])
 
 
 def validate_file(
     path: str | Path,
     *,
-    provider: Vendor,
+    provider: Provider,
     model: str | None = None,
     endpoint: str | None = None,
     max_errors: int = 50,
+    limits: Limits | None = None,
 ) -> InputSummary:
     """One streaming pass: every check, the fingerprint and the shard plan.
-    Raises InputError listing every bad line (up to `max_errors`)."""
+
+    Raises InputError listing every bad line (the first `max_errors`, and how
+    many more). `limits` overrides the provider's batch limits (for tests)."""
     path = Path(path)
     name = str(path)
-    if provider not in PROVIDER_LIMITS:
-        raise InputError([LineError(name, None, f"unknown provider {provider!r}")])
-    if endpoint is not None and provider == "openai" and endpoint not in OPENAI_ENDPOINTS:
-        raise InputError(
-            [LineError(name, None, f"--endpoint {endpoint!r} is not a batch endpoint")]
-        )
+    _check_command(name, provider, model, endpoint, max_errors)
     ctx = _Context(provider, model, endpoint)
+    planner = ShardPlanner(limits or PROVIDER_LIMITS[provider])
+    content = ContentFingerprint()
+    seen = FirstSeen()
     errors: list[LineError] = []
     truncated = 0
-    first_seen: dict[int, int] = {}  # hash of custom_id -> line (bounded per request)
-    sizes = array("Q")
-    digest = hashlib.sha256(f"{provider}\0".encode())
+    total_bytes = 0
     try:
-        for number, raw in _records(path):
+        for number, raw in _lines(path):
             try:
-                try:
-                    record = orjson.loads(raw)
-                except orjson.JSONDecodeError as exc:
-                    raise _Reject(f"not valid JSON ({exc.msg})") from None
-                custom_id, _body, canonical, size = _normalise(record, ctx, number)
-                key = int.from_bytes(
-                    hashlib.blake2b(custom_id.encode(), digest_size=8).digest(), "big"
-                )
-                if key in first_seen:
+                record = _parse(raw, number)
+                custom_id = _custom_id(record)
+                first = seen.first_line(custom_id, number)
+                if first is not None:
+                    raise _Reject(f"duplicate custom_id {custom_id!r} (first seen on line {first})")
+                canonical = canonical_json(_vendor_body(record, ctx, number))
+                assert ctx.endpoint is not None
+                size = wire_line_bytes(provider, ctx.endpoint, len(canonical), content.count)
+                if not planner.fits(size):
                     raise _Reject(
-                        f"duplicate custom_id {custom_id!r} (first seen on line {first_seen[key]})"
+                        f"request is {size:,} bytes on the wire, more than one batch may hold"
+                        f" ({planner.limits.byte_budget:,} bytes)"
                     )
-                first_seen[key] = number
             except _Reject as reject:
                 if len(errors) < max_errors:
                     errors.append(LineError(name, number, reject.reason))
                 else:
                     truncated += 1
                 continue
-            sizes.append(size)
-            digest.update(custom_id.encode() + b"\0")
-            digest.update(canonical + b"\n")
+            if errors:
+                continue  # the plan and fingerprint will not be used
+            content.add(custom_id, canonical)
+            planner.add(size)
+            total_bytes += size
     except OSError as exc:
         raise InputError([LineError(name, None, f"cannot read: {exc.strerror or exc}")]) from None
-    if not errors and not sizes:
-        errors.append(LineError(name, None, "the file has no requests"))
-    limit = PROVIDER_LIMITS[provider].byte_budget
-    for seq, size in enumerate(sizes):
-        if size > limit and len(errors) < max_errors:
-            errors.append(
-                LineError(
-                    name, None, f"request {seq} is {size} bytes, over the {limit}-byte batch budget"
-                )
-            )
+    if not errors and not content.count:
+        errors.append(LineError(name, None, "no requests (the file is empty or only blank lines)"))
     if errors:
         raise InputError(errors, truncated)
     assert ctx.model is not None and ctx.endpoint is not None
-    digest.update(f"{ctx.model}\0{ctx.endpoint}".encode())
     return InputSummary(
         path=name,
         provider=provider,
         model=ctx.model,
         endpoint=ctx.endpoint,
-        count=len(sizes),
-        wire_bytes=sum(sizes),
-        fingerprint=digest.hexdigest(),
-        shards=plan_shards(sizes, provider=provider),
+        count=content.count,
+        wire_bytes=total_bytes,
+        fingerprint=content.hexdigest(provider=provider, model=ctx.model, endpoint=ctx.endpoint),
+        shards=planner.shards(),
     )
 
 
 def iter_requests(
     path: str | Path,
     *,
-    provider: Vendor,
+    provider: Provider,
     model: str | None = None,
     endpoint: str | None = None,
+    expect_fingerprint: str | None = None,
 ) -> Iterator[InputRequest]:
-    """The second pass, after validate_file succeeded: normalised requests in order."""
+    """The second pass, after validate_file succeeded: normalised requests in order.
+
+    Raises InputError if a line has become invalid since, and, when
+    `expect_fingerprint` is given, after the last request if the content is not
+    the content that was validated (the file changed between the passes)."""
     path = Path(path)
+    name = str(path)
+    _check_command(name, provider, model, endpoint)
     ctx = _Context(provider, model, endpoint)
-    for seq, (number, raw) in enumerate(_records(path)):
+    content = ContentFingerprint()
+    for number, raw in _lines(path):
         try:
-            custom_id, body, _canonical, size = _normalise(orjson.loads(raw), ctx, number)
-        except (_Reject, orjson.JSONDecodeError) as exc:
-            reason = exc.reason if isinstance(exc, _Reject) else "not valid JSON"
-            raise InputError(
-                [LineError(str(path), number, f"{reason} (the file changed after validation)")]
-            ) from None
+            record = _parse(raw, number)
+            custom_id = _custom_id(record)
+            body = _vendor_body(record, ctx, number)
+        except _Reject as reject:
+            reason = f"{reject.reason} (the file changed after validation)"
+            raise InputError([LineError(name, number, reason)]) from None
+        canonical = canonical_json(body)
+        assert ctx.endpoint is not None
+        seq = content.count
+        content.add(custom_id, canonical)
+        size = wire_line_bytes(provider, ctx.endpoint, len(canonical), seq)
         yield InputRequest(seq=seq, line=number, custom_id=custom_id, body=body, wire_bytes=size)
+    if expect_fingerprint is not None:
+        actual = None
+        if ctx.model is not None and ctx.endpoint is not None:
+            actual = content.hexdigest(provider=provider, model=ctx.model, endpoint=ctx.endpoint)
+        if actual != expect_fingerprint:
+            reason = "the file changed after validation (its content fingerprint differs)"
+            raise InputError([LineError(name, None, reason)])

@@ -21,6 +21,7 @@ from batchkiln.lifecycle import State
 from batchkiln.providers._bridge import httpx2_client_over
 from batchkiln.providers._shared import jsonl_lines, within_window
 from batchkiln.providers.base import (
+    CREATE_TIMEOUT_SECONDS,
     CreateSpec,
     FailureClass,
     Outcome,
@@ -212,7 +213,9 @@ class AnthropicProvider:
             for r in spec.requests
         ]
         try:
-            batch = await self._client.messages.batches.create(requests=cast(Any, requests))
+            batch = await self._client.messages.batches.create(
+                requests=cast(Any, requests), timeout=CREATE_TIMEOUT_SECONDS
+            )
         except SDK_ERRORS as exc:
             raise vendor_error(exc, creating=True, what="create batch") from exc
         return to_vendor_batch(batch)

@@ -13,6 +13,11 @@ from typing import Any, Protocol
 
 from batchkiln.lifecycle import State
 
+# A create call that has not answered by then is abandoned as an unknown outcome.
+# It must stay well below the engine's lease (Kiln.lease_seconds, 900 s), or a
+# second worker could take the batch over while our create is still in flight.
+CREATE_TIMEOUT_SECONDS = 300.0
+
 
 class Outcome(StrEnum):
     """What happened to one request inside a vendor batch."""

@@ -19,6 +19,7 @@ from openai.types import Batch
 from batchkiln.lifecycle import State
 from batchkiln.providers._shared import jsonl_lines, within_window
 from batchkiln.providers.base import (
+    CREATE_TIMEOUT_SECONDS,
     BatchError,
     CreateSpec,
     FailureClass,
@@ -242,6 +243,7 @@ class OpenAIProvider:
                 endpoint=cast(Any, spec.endpoint),
                 completion_window="24h",
                 metadata={TAG_KEY: spec.tag, KEY_KEY: spec.batch_key[:512]},
+                timeout=CREATE_TIMEOUT_SECONDS,
             )
         except SDK_ERRORS as exc:
             raise vendor_error(exc, creating=True, what="create batch") from exc

@@ -1,17 +1,23 @@
 """The webhook receiver for OpenAI batch events, as an ASGI app.
 
-Fetch, don't trust (invariant 5): a delivery is verified, deduplicated on
-`webhook-id`, and then only marks the batch due; the worker then asks the
-vendor for its state. The payload's event type is never applied. Unknown
-batch ids are acknowledged and recorded. Order does not matter, since each
-event only says "look again".
+Fetch, don't trust (invariant 5): a delivery is verified (Standard Webhooks
+signature against any of the configured secrets, timestamp within 5 minutes
+of our clock), deduplicated on `webhook-id` for 80 hours, and then only marks
+the batch due; the worker then asks the vendor for its state. The payload's
+event type is never applied, so the order deliveries arrive in does not
+matter: each one only says "look again". Unknown batch ids are acknowledged
+and recorded, so the sender does not retry them for days.
+
+Mount it in any ASGI server, or run it inside the worker with
+`kiln worker --webhook-port 8090` (see `service.serve`).
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import orjson
+from standardwebhooks import Webhook
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse
@@ -22,30 +28,48 @@ from batchkiln.store import Store
 
 DEDUPE_SECONDS = 80 * 3600  # longer than OpenAI's and Standard Webhooks' ~75 h retry horizon
 BATCH_EVENTS = ("batch.completed", "batch.failed", "batch.expired", "batch.cancelled")
+DEFAULT_PATH = "/webhooks/openai"
 
 
 def webhook_app(
-    store: Store, secrets: Sequence[str], *, path: str = "/webhooks/openai"
+    store: Store,
+    secrets: Sequence[str],
+    *,
+    path: str = DEFAULT_PATH,
+    on_due: Callable[[], None] | None = None,
 ) -> Starlette:
-    """An ASGI app receiving signed deliveries at `path`."""
+    """An ASGI app receiving signed deliveries at `path`. `on_due` is called when a
+    delivery made a batch due (the worker passes its `wake`)."""
     if not secrets:
         raise ValueError("a webhook receiver needs at least one secret (OPENAI_WEBHOOK_SECRET)")
+    for secret in secrets:
+        try:
+            Webhook(secret)
+        except Exception as exc:  # the library raises several types on a bad secret
+            raise ValueError(
+                f"a configured webhook secret is not a valid whsec_ key: {exc}"
+            ) from None
+    accepted = list(secrets)
 
     async def receive(request: Request) -> JSONResponse:
         body = await request.body()
         try:
-            webhook_id = verify(body, request.headers, secrets, now=store.clock.now())
+            webhook_id = verify(body, request.headers, accepted, now=store.clock.now())
         except SignatureError as exc:
             await store.audit.record("webhook.rejected", reason=str(exc))
             return JSONResponse({"error": str(exc)}, status_code=400)
         try:
             event = orjson.loads(body)
             event_type = str(event["type"])
-            vendor_id = str(event["data"]["id"])
         except (orjson.JSONDecodeError, KeyError, TypeError):
             await store.audit.record("webhook.rejected", reason="signed, but not an event")
             return JSONResponse({"error": "not an event payload"}, status_code=400)
-        batch = await store.batches.by_vendor_id(vendor_id) if event_type in BATCH_EVENTS else None
+        data = event.get("data")
+        vendor_id = data.get("id") if isinstance(data, dict) else None
+        vendor_id = str(vendor_id) if vendor_id is not None else None
+        batch = None
+        if vendor_id is not None and event_type in BATCH_EVENTS:
+            batch = await store.batches.by_vendor_id(vendor_id)
         fresh = await store.webhooks.record(
             webhook_id,
             event_type=event_type,
@@ -56,6 +80,8 @@ def webhook_app(
         )
         if fresh and batch is not None:
             await store.batches.mark_due(batch.id)
+            if on_due is not None:
+                on_due()
         return JSONResponse({"ok": True, "duplicate": not fresh, "known": batch is not None})
 
     return Starlette(routes=[Route(path, receive, methods=["POST"])])

@@ -9,6 +9,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from batchkiln.clock import Clock, SystemClock
 from batchkiln.store.audit import AuditLog
 from batchkiln.store.batches import BatchRepository, NotFound, StaleTransition
+from batchkiln.store.costs import CostBook, CostRow, EstimateRow, NewEstimate
 from batchkiln.store.database import create_engine, database_url, migrate
 from batchkiln.store.jobs import JobRepository, NewBatch
 from batchkiln.store.ledger import ChildBatch, Closing, Ledger, StoredResult
@@ -21,8 +22,12 @@ __all__ = [
     "BatchRow",
     "ChildBatch",
     "Closing",
+    "CostBook",
+    "CostRow",
+    "EstimateRow",
     "JobRow",
     "NewBatch",
+    "NewEstimate",
     "NotFound",
     "RequestRow",
     "StaleTransition",
@@ -43,6 +48,7 @@ class Store:
         self.ledger = Ledger(engine, clock)
         self.audit = AuditLog(engine, clock)
         self.webhooks = WebhookInbox(engine, clock)
+        self.costs = CostBook(engine, clock)
 
     @classmethod
     async def open(

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from typing import Any, Protocol
 
 import orjson
-from sqlalchemy import insert, or_, select, update
+from sqlalchemy import func, insert, or_, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
@@ -109,7 +109,7 @@ class JobRepository:
                         updated_at=now,
                     )
                 )
-                batch_ids = await self._insert_batches(conn, job_id, new_batches, now)
+                batch_ids = await self._insert_batches(conn, job_id, new_batches, now, worker)
                 await self._insert_requests(conn, job_id, request_rows, new_batches, batch_ids)
                 await append_event(
                     conn,
@@ -148,7 +148,12 @@ class JobRepository:
         return await self.get(row["target_id"])
 
     async def _insert_batches(
-        self, conn: AsyncConnection, job_id: str, new_batches: list[NewBatch], now: float
+        self,
+        conn: AsyncConnection,
+        job_id: str,
+        new_batches: list[NewBatch],
+        now: float,
+        worker: str | None,
     ) -> list[str]:
         ids = []
         for nb in new_batches:
@@ -187,6 +192,7 @@ class JobRepository:
                 conn,
                 at=now,
                 kind="batch.created",
+                worker=worker,
                 job_id=job_id,
                 batch_id=batch_id,
                 to_state=State.NOT_SUBMITTED.value,
@@ -252,24 +258,52 @@ class JobRepository:
             rows = await conn.execute(select(jobs).order_by(jobs.c.created_at.desc()).limit(limit))
             return [from_row(JobRow, r) for r in rows.mappings()]
 
-    async def finish(self, job_id: str, outcome: dict[str, Any], *, worker: str | None) -> bool:
-        """Mark a Job done with its outcome summary, once (False if already done)."""
-        now = self._clock.now()
-        async with self._engine.begin() as conn:
-            result = await conn.execute(
-                update(jobs)
-                .where(jobs.c.id == job_id, jobs.c.status == "active")
-                .values(status="done", outcome=outcome, finished_at=now, updated_at=now)
-            )
-            if result.rowcount == 0:
-                return False
-            await append_event(
-                conn,
-                at=now,
-                kind="job.done",
-                job_id=job_id,
-                worker=worker,
-                reason=", ".join(f"{k} {v}" for k, v in outcome.get("counts", {}).items()),
-                data=outcome,
-            )
-        return True
+
+async def finish_if_settled(
+    conn: AsyncConnection, job_id: str, *, now: float, worker: str | None
+) -> bool:
+    """Inside the caller's transaction: mark the Job done, with its outcome summary and
+    a `job.done` event, once every batch is done and every request has an outcome.
+    Runs in the transaction that closes the last batch, so no crash can fall between
+    the two (a done batch is never claimed again to finish its job later)."""
+    live = await conn.execute(
+        select(func.count()).where(batches.c.job_id == job_id, batches.c.state != "done")
+    )
+    if live.scalar_one():
+        return False
+    counted = await conn.execute(
+        select(requests.c.outcome, func.count())
+        .where(requests.c.job_id == job_id)
+        .group_by(requests.c.outcome)
+    )
+    counts = {(o or "pending"): int(n) for o, n in counted.all()}
+    if counts.get("pending"):
+        return False  # failures waiting for a manual retry
+    shape = (
+        await conn.execute(
+            select(func.count(), func.max(batches.c.attempt)).where(batches.c.job_id == job_id)
+        )
+    ).one()
+    outcome = {
+        "counts": counts,
+        "batches": int(shape[0]),
+        "attempts": int(shape[1] or 0),
+        "succeeded": set(counts) == {"succeeded"},
+    }
+    moved = await conn.execute(
+        update(jobs)
+        .where(jobs.c.id == job_id, jobs.c.status == "active")
+        .values(status="done", outcome=outcome, finished_at=now, updated_at=now)
+    )
+    if moved.rowcount == 0:
+        return False
+    await append_event(
+        conn,
+        at=now,
+        kind="job.done",
+        job_id=job_id,
+        worker=worker,
+        reason=", ".join(f"{k} {v}" for k, v in sorted(counts.items())),
+        data=outcome,
+    )
+    return True

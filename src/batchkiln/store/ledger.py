@@ -20,7 +20,7 @@ from batchkiln.clock import Clock
 from batchkiln.lifecycle import Event, State, apply_event
 from batchkiln.store.audit import append_event
 from batchkiln.store.batches import StaleTransition
-from batchkiln.store.jobs import new_id
+from batchkiln.store.jobs import finish_if_settled, new_id
 from batchkiln.store.rows import BatchRow, RequestRow, from_row
 from batchkiln.store.tables import batches, costs, idempotency_keys, requests, results
 
@@ -184,6 +184,8 @@ class Ledger:
                 worker=worker,
                 data=closing.summary,
             )
+            if child_id is None:
+                await finish_if_settled(conn, batch.job_id, now=now, worker=worker)
         return child_id
 
     async def _apply_outcomes(
@@ -210,6 +212,36 @@ class Ledger:
                 .where(requests.c.job_id == batch.job_id, requests.c.seq == seq)
                 .values(last_error=error, attempts=batch.attempt)
             )
+
+    async def add_child(
+        self, parent: BatchRow, child: ChildBatch, *, worker: str | None
+    ) -> str | None:
+        """Start a retry child of a done batch by hand; None if its key already exists."""
+        now = self._clock.now()
+        async with self._engine.begin() as conn:
+            taken = await conn.execute(select(batches.c.id).where(batches.c.key == child.key))
+            if taken.first() is not None:
+                return None
+            return await self._insert_child(conn, parent, child, now, worker)
+
+    async def awaiting_retry(self, job_id: str) -> dict[str, list[int]]:
+        """Requests with no final outcome whose batch is done (auto retry was off),
+        by the batch that last carried them."""
+        async with self._engine.connect() as conn:
+            rows = await conn.execute(
+                select(requests.c.batch_id, requests.c.seq)
+                .select_from(requests.join(batches, batches.c.id == requests.c.batch_id))
+                .where(
+                    requests.c.job_id == job_id,
+                    requests.c.outcome.is_(None),
+                    batches.c.state == State.DONE.value,
+                )
+                .order_by(requests.c.seq)
+            )
+            waiting: dict[str, list[int]] = {}
+            for batch_id, seq in rows:
+                waiting.setdefault(batch_id, []).append(seq)
+            return waiting
 
     async def _insert_child(
         self,

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 from sqlalchemy import (
     JSON,
+    BigInteger,
     Column,
     Float,
     ForeignKey,
@@ -156,13 +157,31 @@ costs = Table(
     Column("provider", String(32), nullable=False),
     Column("model", String(200), nullable=False),
     Column("billed_requests", Integer, nullable=False),
-    Column("input_tokens", Integer, nullable=False),
-    Column("cached_input_tokens", Integer, nullable=False),
-    Column("output_tokens", Integer, nullable=False),
+    # a 50,000-request batch can pass 2**31 tokens
+    Column("input_tokens", BigInteger, nullable=False),
+    Column("cached_input_tokens", BigInteger, nullable=False),
+    Column("output_tokens", BigInteger, nullable=False),
     Column("cost_usd", Float, nullable=True),  # null: model not in the price table
     Column("list_cost_usd", Float, nullable=True),  # the same work at non-batch prices
     Column("price_source", Text, nullable=True),
-    Column("recorded_at", Float, nullable=False),
+    Column("recorded_at", Float, nullable=False, index=True),  # spend over a period
+)
+
+# The upper-bound estimate made before a batch is sent, by batch key: a retry
+# child is estimated (and admitted against the budgets) before its row exists.
+estimates = Table(
+    "estimates",
+    metadata,
+    Column("batch_key", String(300), primary_key=True),
+    Column("job_id", String(40), ForeignKey("jobs.id"), nullable=False, index=True),
+    Column("requests", Integer, nullable=False),
+    Column("input_tokens", BigInteger, nullable=False),
+    Column("output_tokens", BigInteger, nullable=False),
+    Column("uncapped", Integer, nullable=False),  # requests with no max_tokens
+    Column("cost_usd", Float, nullable=True),  # null: model not in the price table
+    Column("list_cost_usd", Float, nullable=True),
+    Column("tokenizer", String(100), nullable=False),
+    Column("created_at", Float, nullable=False),
 )
 
 webhook_events = Table(

@@ -1,0 +1,229 @@
+"""What a set of requests will cost at most, before any of it is sent.
+
+Input tokens are counted from the prompt fields of each body (see `tokens` for
+the counter); output is bounded by the request's own cap (`max_tokens`,
+`max_completion_tokens`, `max_output_tokens`, times `n` choices). A request with
+no cap is assumed to write `DEFAULT_OUTPUT_CAP` tokens and is counted as
+uncapped, so the figure is an upper bound whenever every request has a cap.
+Cache hits are not assumed. The pass is streaming: one body at a time.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import orjson
+
+from batchkiln.costs.prices import batch_cost
+from batchkiln.costs.tokens import Choice, TokenizerMode, choose
+from batchkiln.intake import iter_requests
+
+DEFAULT_OUTPUT_CAP = 4096
+MESSAGE_OVERHEAD = 4  # role and separators per message (OpenAI's chat format)
+REPLY_PRIMING = 3  # every reply is primed with <|start|>assistant<|message|>
+_NO_OUTPUT = ("/v1/embeddings", "/v1/moderations")
+_SKIP_KEYS = frozenset({"role", "type", "id", "cache_control", "model"})
+_SCHEMA_FIELDS = ("tools", "functions", "response_format", "text")  # counted as their JSON
+Counter = Callable[[str], int]
+
+
+@dataclass
+class Estimate:
+    """Token and dollar upper bounds for some requests of one provider and model."""
+
+    provider: str
+    model: str
+    tokenizer: str
+    note: str = ""
+    requests: int = 0
+    input_tokens: int = 0
+    output_tokens: int = 0
+    uncapped: int = 0
+    cost_usd: float | None = None  # at batch prices; None: the model has no price
+    list_cost_usd: float | None = None  # the same work at standard prices
+    price_source: str = ""
+
+    def priced(self) -> Estimate:
+        cost = batch_cost(
+            self.provider,
+            self.model,
+            {
+                "input_tokens": self.input_tokens,
+                "cached_input_tokens": 0,
+                "output_tokens": self.output_tokens,
+            },
+        )
+        self.cost_usd = cost["cost_usd"]
+        self.list_cost_usd = cost["list_cost_usd"]
+        self.price_source = cost["price_source"]
+        return self
+
+    def lines(self) -> list[str]:
+        """What a person reads before sending: dollars, tokens, and how they were counted."""
+        if self.cost_usd is None or self.list_cost_usd is None:
+            money = f"estimate: cost unknown: {self.price_source}"
+        else:
+            money = (
+                f"estimate: at most ${self.cost_usd:,.4f} at batch prices"
+                f" (${self.list_cost_usd:,.4f} at standard prices,"
+                f" saving ${self.list_cost_usd - self.cost_usd:,.4f})"
+            )
+        out = [
+            money,
+            f"  {self.requests:,} requests: {self.input_tokens:,} input tokens,"
+            f" at most {self.output_tokens:,} output tokens (max_tokens)",
+            f"  tokens counted by {self.tokenizer}" + (f" ({self.note})" if self.note else ""),
+        ]
+        if self.uncapped:
+            out.append(
+                f"  {self.uncapped:,} request(s) set no max_tokens:"
+                f" {DEFAULT_OUTPUT_CAP:,} output tokens assumed for each"
+            )
+        return out
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "requests": self.requests,
+            "input_tokens": self.input_tokens,
+            "output_tokens": self.output_tokens,
+            "uncapped": self.uncapped,
+            "cost_usd": self.cost_usd,
+            "list_cost_usd": self.list_cost_usd,
+            "price_source": self.price_source,
+            "tokenizer": self.tokenizer,
+            "note": self.note,
+        }
+
+
+@dataclass
+class Estimator:
+    """Adds requests one at a time; `total` and `parts` are priced on `finish`."""
+
+    provider: str  # wire format and price table: "openai" or "anthropic"
+    model: str
+    endpoint: str
+    choice: Choice
+    parts: list[Estimate] = field(default_factory=list)
+
+    @classmethod
+    def for_job(
+        cls, provider: str, model: str, endpoint: str, *, mode: TokenizerMode | None = None
+    ) -> Estimator:
+        return cls(provider, model, endpoint, choose(provider, model, mode))
+
+    def new_part(self) -> Estimate:
+        part = Estimate(
+            self.provider, self.model, self.choice.tokenizer.name, note=self.choice.note
+        )
+        self.parts.append(part)
+        return part
+
+    def add(self, part: Estimate, body: dict[str, Any]) -> None:
+        input_tokens, output_tokens, capped = self.request_tokens(body)
+        part.requests += 1
+        part.input_tokens += input_tokens
+        part.output_tokens += output_tokens
+        part.uncapped += 0 if capped else 1
+
+    def finish(self) -> Estimate:
+        """Price every part and return their total."""
+        total = Estimate(self.provider, self.model, self.choice.tokenizer.name, self.choice.note)
+        for part in self.parts:
+            part.priced()
+            total.requests += part.requests
+            total.input_tokens += part.input_tokens
+            total.output_tokens += part.output_tokens
+            total.uncapped += part.uncapped
+        return total.priced()
+
+    def request_tokens(self, body: dict[str, Any]) -> tuple[int, int, bool]:
+        """(input tokens, output bound, whether the request caps its output)."""
+        count = self.choice.tokenizer.count
+        if self.provider == "anthropic" or self.endpoint == "/v1/chat/completions":
+            tokens = _messages(body.get("messages"), count) + _text(body.get("system"), count)
+        elif self.endpoint == "/v1/responses":
+            tokens = _messages(body.get("input"), count) + _text(body.get("instructions"), count)
+        elif self.endpoint == "/v1/completions":
+            tokens = _text(body.get("prompt"), count)
+        else:
+            tokens = _text(body.get("input"), count)
+        for name in _SCHEMA_FIELDS:
+            if body.get(name) is not None:
+                tokens += count(orjson.dumps(body[name]).decode())
+        if self.endpoint in _NO_OUTPUT:
+            return tokens, 0, True
+        cap = _output_cap(body)
+        choices = int(body["n"]) if _is_count(body.get("n")) else 1
+        return tokens, (cap or DEFAULT_OUTPUT_CAP) * choices, cap is not None
+
+
+def estimate_bodies(
+    bodies: Iterable[dict[str, Any]],
+    *,
+    provider: str,
+    model: str,
+    endpoint: str,
+    mode: TokenizerMode | None = None,
+) -> Estimate:
+    estimator = Estimator.for_job(provider, model, endpoint, mode=mode)
+    part = estimator.new_part()
+    for body in bodies:
+        estimator.add(part, body)
+    return estimator.finish()
+
+
+def estimate_file(
+    path: str | Path,
+    *,
+    provider: str,
+    model: str,
+    endpoint: str,
+    shards: Sequence[tuple[int, int]] = (),
+    mode: TokenizerMode | None = None,
+) -> tuple[Estimate, list[Estimate]]:
+    """The total for a validated request file and one estimate per shard
+    (`(start, stop)` sequence ranges), in one streaming pass."""
+    estimator = Estimator.for_job(provider, model, endpoint, mode=mode)
+    bounds = list(shards) or [(0, 2**62)]
+    parts = [estimator.new_part() for _ in bounds]
+    index = 0
+    for request in iter_requests(path, provider=provider, model=model, endpoint=endpoint):  # type: ignore[arg-type]
+        while index + 1 < len(bounds) and request.seq >= bounds[index][1]:
+            index += 1
+        estimator.add(parts[index], request.body)
+    return estimator.finish(), parts
+
+
+def _is_count(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and value > 0
+
+
+def _output_cap(body: dict[str, Any]) -> int | None:
+    for name in ("max_completion_tokens", "max_tokens", "max_output_tokens"):
+        if _is_count(body.get(name)):
+            return int(body[name])
+    return None
+
+
+def _text(value: Any, count: Counter) -> int:
+    """Tokens of every string inside `value` (token-id lists count one each)."""
+    if value is None:
+        return 0
+    if isinstance(value, str):
+        return count(value) if value else 0
+    if isinstance(value, list):
+        if value and all(isinstance(v, int) for v in value):
+            return len(value)
+        return sum(_text(v, count) for v in value)
+    if isinstance(value, dict):
+        return sum(_text(v, count) for k, v in value.items() if k not in _SKIP_KEYS)
+    return 0
+
+
+def _messages(value: Any, count: Counter) -> int:
+    if not isinstance(value, list):
+        return _text(value, count)
+    return REPLY_PRIMING + sum(MESSAGE_OVERHEAD + _text(m, count) for m in value)

@@ -1,0 +1,278 @@
+"""Budgets that block: a per-Job limit (`JobOptions.budget_usd`) and an optional
+global limit over a calendar period (`KILN_BUDGET_USD`, `KILN_BUDGET_PERIOD` =
+day | week | month, UTC; default month).
+
+A new Job is admitted when its estimate fits; a retry child when what is
+already committed plus the child's estimate fits. Committed means recorded
+actual cost plus the estimates of batches not done yet (their upper bound),
+so a Job's retries count against its own budget. A refusal is audited with the
+numbers and nothing reaches the vendor. A model with no price cannot be
+checked, so under a budget it is refused rather than waved through.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import os
+from dataclasses import asdict, dataclass
+from typing import Any, Literal
+
+import orjson
+
+from batchkiln.clock import Clock
+from batchkiln.costs import Estimate, Estimator, estimate_file, unknown_price
+from batchkiln.engine.policy import JobOptions
+from batchkiln.intake import InputSummary
+from batchkiln.store import BatchRow, JobRow, NewEstimate, NotFound, Store
+
+Period = Literal["day", "week", "month"]
+PERIODS: tuple[Period, ...] = ("day", "week", "month")
+_SLACK = 1e-9  # float sums of the same dollars must not refuse an exact fit
+
+
+@dataclass(frozen=True)
+class GlobalBudget:
+    limit_usd: float
+    period: Period = "month"
+
+    @classmethod
+    def from_env(cls) -> GlobalBudget | None:
+        raw = os.environ.get("KILN_BUDGET_USD", "").strip()
+        if not raw:
+            return None
+        period = os.environ.get("KILN_BUDGET_PERIOD", "month").strip().lower() or "month"
+        if period not in PERIODS:
+            raise ValueError(f"KILN_BUDGET_PERIOD must be one of {', '.join(PERIODS)}")
+        try:
+            limit = float(raw)
+        except ValueError:
+            raise ValueError(f"KILN_BUDGET_USD must be a number of dollars, got {raw!r}") from None
+        if limit <= 0:
+            raise ValueError("KILN_BUDGET_USD must be greater than 0")
+        return cls(limit, period)
+
+    def period_start(self, now: float) -> float:
+        """The start (UTC) of the calendar day, ISO week or month containing `now`."""
+        day = dt.datetime.fromtimestamp(now, dt.UTC).replace(
+            hour=0, minute=0, second=0, microsecond=0
+        )
+        if self.period == "week":
+            day -= dt.timedelta(days=day.weekday())
+        elif self.period == "month":
+            day = day.replace(day=1)
+        return day.timestamp()
+
+
+@dataclass(frozen=True)
+class Refusal:
+    scope: Literal["job", "global"]
+    limit_usd: float
+    committed_usd: float  # spent plus live estimates, before this submission
+    estimate_usd: float | None  # None: the model has no price
+    what: str  # "job" or "retry of N request(s)"
+    period: str | None = None
+    reason: str = ""
+
+    def message(self) -> str:
+        where = (
+            "the job budget" if self.scope == "job" else f"the global budget for this {self.period}"
+        )
+        if self.estimate_usd is None:
+            return (
+                f"{self.what} refused: {self.reason};"
+                f" {where} (${self.limit_usd:,.2f}) cannot be checked"
+            )
+        total = self.committed_usd + self.estimate_usd
+        return (
+            f"{self.what} refused: estimate ${self.estimate_usd:,.4f} + already committed"
+            f" ${self.committed_usd:,.4f} = ${total:,.4f}, over {where} of ${self.limit_usd:,.2f}"
+        )
+
+    def to_json(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+class BudgetExceeded(Exception):
+    def __init__(self, refusal: Refusal) -> None:
+        super().__init__(refusal.message())
+        self.refusal = refusal
+
+
+def new_estimates(keys: list[str], parts: list[Estimate]) -> list[NewEstimate]:
+    return [
+        NewEstimate(
+            batch_key=key,
+            requests=part.requests,
+            input_tokens=part.input_tokens,
+            output_tokens=part.output_tokens,
+            uncapped=part.uncapped,
+            cost_usd=part.cost_usd,
+            list_cost_usd=part.list_cost_usd,
+            tokenizer=part.tokenizer,
+        )
+        for key, part in zip(keys, parts, strict=True)
+    ]
+
+
+def describe(estimate: Estimate) -> str:
+    """One line: the estimate at batch prices, and at standard prices."""
+    if estimate.cost_usd is None or estimate.list_cost_usd is None:
+        return f"estimate unknown: {estimate.price_source}"
+    return (
+        f"estimate ≤ ${estimate.cost_usd:,.4f} at batch prices"
+        f" (${estimate.list_cost_usd:,.4f} at standard prices)"
+    )
+
+
+@dataclass(frozen=True)
+class AdmittedJob:
+    """A new Job's estimate, admitted by the budgets, to be stored once the Job is."""
+
+    total: Estimate
+    rows: list[NewEstimate]
+
+    async def record(self, store: Store, job_id: str, *, worker: str) -> None:
+        await store.costs.add_estimates(
+            job_id,
+            self.rows,
+            worker=worker,
+            reason=f"{self.total.requests} requests: {describe(self.total)}"
+            f", tokens by {self.total.tokenizer}",
+            data=self.total.to_json(),
+        )
+
+
+class BudgetGuard:
+    def __init__(
+        self, store: Store, clock: Clock, global_budget: GlobalBudget | None = None
+    ) -> None:
+        self.store = store
+        self.clock = clock
+        self.global_budget = global_budget if global_budget is not None else GlobalBudget.from_env()
+
+    async def admit_file(
+        self,
+        summary: InputSummary,
+        options: JobOptions,
+        *,
+        key: str,
+        batch_keys: list[str],
+        worker: str,
+    ) -> AdmittedJob | None:
+        """Estimate a validated file (one streaming pass, per shard) and admit it.
+        None when `key` already names a Job (nothing new would be sent)."""
+        try:
+            await self.store.jobs.get(key)
+            return None
+        except NotFound:
+            pass
+        total, parts = estimate_file(
+            summary.path,
+            provider=summary.provider,
+            model=summary.model,
+            endpoint=summary.endpoint,
+            shards=[(s.start, s.stop) for s in summary.shards],
+        )
+        await self.admit_job(total, options, key=key, worker=worker)
+        return AdmittedJob(total, new_estimates(batch_keys, parts))
+
+    async def admit_job(
+        self, estimate: Estimate, options: JobOptions, *, key: str, worker: str
+    ) -> None:
+        """Raise BudgetExceeded (after auditing it) when a new Job does not fit."""
+        refusal = await self._check(
+            estimate, job_limit=options.budget_usd, job_id=None, excluding=None, closing=0.0
+        )
+        if refusal is not None:
+            await self._refuse(refusal, job_id=None, batch_id=None, key=key, worker=worker)
+            raise BudgetExceeded(refusal)
+
+    async def admit_retry(
+        self,
+        job: JobRow,
+        batch: BatchRow,
+        child_key: str,
+        seqs: list[int],
+        closing_cost: float | None,
+        *,
+        vendor: str,
+        worker: str,
+    ) -> bool:
+        """Estimate a retry child of `batch` and admit it; False (audited) if it
+        does not fit. `closing_cost` is the closing batch's cost, not yet recorded."""
+        estimator = Estimator.for_job(vendor, job.model, job.endpoint)
+        part = estimator.new_part()
+        async for body in self.store.costs.bodies(job.id, seqs):
+            estimator.add(part, orjson.loads(body))
+        estimate = estimator.finish()
+        estimate.note = f"retry of {len(seqs)} request(s)"
+        refusal = await self._check(
+            estimate,
+            job_limit=JobOptions.load(job.options).budget_usd,
+            job_id=job.id,
+            excluding=batch.key,
+            closing=closing_cost or 0.0,
+        )
+        if refusal is not None:
+            await self._refuse(
+                refusal, job_id=job.id, batch_id=batch.id, key=child_key, worker=worker
+            )
+            return False
+        await self.store.costs.add_estimates(
+            job.id,
+            new_estimates([child_key], [estimate]),
+            worker=worker,
+            reason=f"retry of {len(seqs)} request(s) from {batch.id}: {describe(estimate)}",
+            data={"batch_key": child_key, **estimate.to_json()},
+        )
+        return True
+
+    async def _check(
+        self,
+        estimate: Estimate,
+        *,
+        job_limit: float | None,
+        job_id: str | None,
+        excluding: str | None,
+        closing: float,
+    ) -> Refusal | None:
+        what = "job" if job_id is None else f"retry of {estimate.requests} request(s)"
+        cost = estimate.cost_usd
+        unpriced = unknown_price(estimate.provider, estimate.model) if cost is None else ""
+        if job_limit is not None:
+            committed = closing
+            if job_id is not None:
+                committed += await self.store.costs.spent(job_id=job_id)
+                committed += await self.store.costs.live_exposure(
+                    job_id=job_id, excluding_key=excluding
+                )
+            if cost is None or committed + cost > job_limit + _SLACK:
+                return Refusal("job", job_limit, committed, cost, what, reason=unpriced)
+        budget = self.global_budget
+        if budget is not None:
+            since = budget.period_start(self.clock.now())
+            committed = closing + await self.store.costs.spent(since=since)
+            committed += await self.store.costs.live_exposure(excluding_key=excluding)
+            if cost is None or committed + cost > budget.limit_usd + _SLACK:
+                return Refusal(
+                    "global", budget.limit_usd, committed, cost, what, budget.period, unpriced
+                )
+        return None
+
+    async def _refuse(
+        self,
+        refusal: Refusal,
+        *,
+        job_id: str | None,
+        batch_id: str | None,
+        key: str,
+        worker: str,
+    ) -> None:
+        await self.store.audit.record(
+            "budget.refused",
+            job_id=job_id,
+            batch_id=batch_id,
+            worker=worker,
+            reason=refusal.message(),
+            data={"key": key, **refusal.to_json()},
+        )

@@ -1,0 +1,44 @@
+"""Done hygiene that needs the vendor: deleting a batch's files once its results
+are safely stored (when the Job asks for it), audited either way.
+
+It runs after the closing transaction has committed, so a failure here never
+undoes an ingest; it is reported in the timeline and the files stay (the vendor
+expires them: OpenAI batch files after 30 days, Anthropic results after 29).
+"""
+
+from __future__ import annotations
+
+from batchkiln.engine.policy import JobOptions
+from batchkiln.providers.base import Provider, VendorError
+from batchkiln.store import BatchRow, JobRow, Store
+
+
+async def delete_vendor_files(
+    store: Store, provider: Provider, job: JobRow, batch: BatchRow, *, worker: str
+) -> bool:
+    """Delete the vendor files of an ingested batch if the Job's options say so.
+    True when they were deleted."""
+    if batch.vendor_id is None or not JobOptions.load(job.options).delete_vendor_files:
+        return False
+    try:
+        vendor = await provider.retrieve(batch.vendor_id)
+        await provider.cleanup(vendor)
+    except VendorError as exc:
+        await store.batches.add_vendor_calls(batch.id, 1)
+        await store.audit.record(
+            "vendor.cleanup_failed",
+            job_id=job.id,
+            batch_id=batch.id,
+            worker=worker,
+            reason=f"vendor files of {batch.vendor_id} not deleted: {exc.message}",
+        )
+        return False
+    await store.batches.add_vendor_calls(batch.id, 2)
+    await store.audit.record(
+        "vendor.files_deleted",
+        job_id=job.id,
+        batch_id=batch.id,
+        worker=worker,
+        reason=f"input and result files of {batch.vendor_id} deleted after ingest",
+    )
+    return True
