@@ -245,7 +245,9 @@ class Kiln:
                 return status
             if stepped:
                 continue
-            wait = idle_cap if due is None else min(idle_cap, max(0.0, due - self.clock.now()))
+            # Due but not claimed means another worker holds the lease (maybe a dead
+            # one, until it expires): wait at least a second instead of spinning.
+            wait = idle_cap if due is None else min(idle_cap, max(1.0, due - self.clock.now()))
             await self.clock.sleep(wait)
 
     async def cancel(self, job_ref: str) -> list[str]:
@@ -280,6 +282,12 @@ class Kiln:
             if parent.attempt >= policy.max_attempts:
                 continue
             key = derive_batch_key(job.key, parent.shard, parent.attempt + 1)
+            guard = BudgetGuard(self.store, self.clock)
+            vendor = self.provider(job.provider).name
+            if not await guard.admit_retry(  # retries count against the same budget
+                job, parent, key, seqs, None, vendor=vendor, worker=self.worker
+            ):
+                continue
             share = parent.wire_bytes * len(seqs) // max(1, parent.request_count)
             child = ChildBatch(
                 key=key, tag=batch_tag(key), attempt=parent.attempt + 1, seqs=seqs, wire_bytes=share

@@ -23,10 +23,17 @@ from batchkiln.engine.submission import StepResult, parse_wire_id
 from batchkiln.intake import batch_tag, derive_batch_key
 from batchkiln.lifecycle import ENDED_AT_VENDOR, Event, State
 from batchkiln.providers.base import FailureClass, Outcome, Provider, ResultLine
-from batchkiln.store import BatchRow, ChildBatch, Closing, JobRow, Store, StoredResult
+from batchkiln.store import (
+    KEY_RETENTION_SECONDS,
+    BatchRow,
+    ChildBatch,
+    Closing,
+    JobRow,
+    Store,
+    StoredResult,
+)
 
 _FLUSH = 1000
-KEY_RETENTION_SECONDS = 30 * 86400
 
 
 class Ingestor:

@@ -11,12 +11,13 @@ from batchkiln.store.audit import AuditLog
 from batchkiln.store.batches import BatchRepository, NotFound, StaleTransition
 from batchkiln.store.costs import CostBook, CostRow, EstimateRow, NewEstimate
 from batchkiln.store.database import create_engine, database_url, migrate
-from batchkiln.store.jobs import JobRepository, NewBatch
+from batchkiln.store.jobs import KEY_RETENTION_SECONDS, JobRepository, NewBatch
 from batchkiln.store.ledger import ChildBatch, Closing, Ledger, StoredResult
 from batchkiln.store.rows import AuditEvent, BatchRow, JobRow, RequestRow
 from batchkiln.store.webhooks import WebhookInbox
 
 __all__ = [
+    "KEY_RETENTION_SECONDS",
     "AuditEvent",
     "AuditLog",
     "BatchRow",

@@ -26,6 +26,7 @@ from batchkiln.store.rows import JobRow, from_row
 from batchkiln.store.tables import batches, idempotency_keys, jobs, requests
 
 _CHUNK = 1000
+KEY_RETENTION_SECONDS = 30 * 86400  # published in the README; the reaper deletes after
 
 
 class RequestLike(Protocol):
@@ -297,6 +298,21 @@ async def finish_if_settled(
     )
     if moved.rowcount == 0:
         return False
+    key = (await conn.execute(select(jobs.c.key).where(jobs.c.id == job_id))).scalar_one()
+    expires = now + KEY_RETENTION_SECONDS
+    await conn.execute(
+        update(idempotency_keys)
+        .where(idempotency_keys.c.key == key, idempotency_keys.c.scope == "job")
+        .values(archived_at=now, expires_at=expires)
+    )
+    await append_event(
+        conn,
+        at=now,
+        kind="key.archived",
+        job_id=job_id,
+        worker=worker,
+        data={"key": key, "expires_at": expires},
+    )
     await append_event(
         conn,
         at=now,

@@ -49,7 +49,7 @@ async def test_many_due_batches_are_refreshed_with_one_list_call(world: World, v
 async def test_paging_stops_once_retrieving_each_would_be_as_cheap(world: World) -> None:
     """Three due batches, one of them five pages deep: two pages, then one retrieve."""
     world.sim.faults = Faults(processing_seconds=7200)
-    world.providers["openai"].list_page_size = 5  # type: ignore[misc]
+    world.providers["openai"].list_page_size = 5
     kiln = world.kiln(TrackingMode.POLL)
     batches = await _submitted(world, kiln, 12)
     oldest, *middle, newer, newest = batches
