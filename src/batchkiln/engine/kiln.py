@@ -18,14 +18,14 @@ from batchkiln.clock import Clock, SystemClock
 from batchkiln.engine.budget import BudgetGuard
 from batchkiln.engine.policy import JobOptions
 from batchkiln.engine.refresh import ListRefresher
-from batchkiln.engine.results import Ingestor
+from batchkiln.engine.results import Ingestor, retry_child
 from batchkiln.engine.schedule import Backoff, TrackingMode, TrackingPolicy
 from batchkiln.engine.submission import StepResult, Submitter
 from batchkiln.engine.tracking import Tracker
 from batchkiln.intake import batch_tag, derive_batch_key, iter_requests, job_key, validate_file
 from batchkiln.lifecycle import ENDED_AT_VENDOR, LIVE_AT_VENDOR, Event, State
 from batchkiln.providers.base import Provider, VendorError
-from batchkiln.store import BatchRow, ChildBatch, JobRow, NewBatch, StaleTransition, Store
+from batchkiln.store import BatchRow, JobRow, NewBatch, StaleTransition, Store
 
 
 @dataclass(frozen=True)
@@ -281,17 +281,13 @@ class Kiln:
             parent = await self.store.batches.get(parent_id)
             if parent.attempt >= policy.max_attempts:
                 continue
-            key = derive_batch_key(job.key, parent.shard, parent.attempt + 1)
+            child = retry_child(job, parent, seqs)
             guard = BudgetGuard(self.store, self.clock)
             vendor = self.provider(job.provider).name
             if not await guard.admit_retry(  # retries count against the same budget
-                job, parent, key, seqs, None, vendor=vendor, worker=self.worker
+                job, parent, child.key, seqs, None, vendor=vendor, worker=self.worker
             ):
                 continue
-            share = parent.wire_bytes * len(seqs) // max(1, parent.request_count)
-            child = ChildBatch(
-                key=key, tag=batch_tag(key), attempt=parent.attempt + 1, seqs=seqs, wire_bytes=share
-            )
             child_id = await self.store.ledger.add_child(parent, child, worker=self.worker)
             if child_id is not None:
                 created.append(child_id)

@@ -164,17 +164,11 @@ class Ingestor:
             # else: auto retry is off; the request waits for `kiln retry`
         usage = await self.store.ledger.usage_of(batch.id)
         cost = batch_cost(vendor, job.model, usage)
-        child = None
-        key = derive_batch_key(job.key, batch.shard, batch.attempt + 1)
-        if retry and not await BudgetGuard(self.store, self.clock).admit_retry(
-            job, batch, key, retry, cost["cost_usd"], vendor=vendor, worker=self.worker
+        child = retry_child(job, batch, retry) if retry else None
+        if child and not await BudgetGuard(self.store, self.clock).admit_retry(
+            job, batch, child.key, retry, cost["cost_usd"], vendor=vendor, worker=self.worker
         ):
-            retry = []  # over budget (audited): the requests wait, as with auto retry off
-        if retry:
-            share = batch.wire_bytes * len(retry) // max(1, batch.request_count)
-            child = ChildBatch(
-                key=key, tag=batch_tag(key), attempt=batch.attempt + 1, seqs=retry, wire_bytes=share
-            )
+            retry, child = [], None  # over budget (audited): the requests wait
         counts = Counter(outcomes.values())
         summary: dict[str, Any] = {
             "ended_as": ended_as.value,
@@ -198,6 +192,15 @@ class Ingestor:
             key_retention_seconds=KEY_RETENTION_SECONDS,
             summary=summary,
         )
+
+
+def retry_child(job: JobRow, parent: BatchRow, seqs: list[int]) -> ChildBatch:
+    """The child batch that retries `seqs` of `parent`: next attempt, derived key."""
+    key = derive_batch_key(job.key, parent.shard, parent.attempt + 1)
+    share = parent.wire_bytes * len(seqs) // max(1, parent.request_count)
+    return ChildBatch(
+        key=key, tag=batch_tag(key), attempt=parent.attempt + 1, seqs=seqs, wire_bytes=share
+    )
 
 
 def _failure(
