@@ -57,8 +57,8 @@ from typing import Any
 import orjson
 
 from batchkiln.clock import FakeClock
+from batchkiln.engine.ingest import Ingestor
 from batchkiln.engine.kiln import Kiln
-from batchkiln.engine.results import Ingestor
 from batchkiln.intake import batch_tag, derive_batch_key
 from batchkiln.lifecycle import Event, State
 from batchkiln.providers._shared import jsonl_lines

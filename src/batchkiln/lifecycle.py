@@ -10,6 +10,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from enum import StrEnum
 
+from batchkiln.errors import IllegalTransition
+
 
 class State(StrEnum):
     NOT_SUBMITTED = "not_submitted"
@@ -142,26 +144,13 @@ LIVE_AT_VENDOR = frozenset(_LIVE)
 ENDED_AT_VENDOR = frozenset(s for s, info in STATE_INFO.items() if info.terminal_at_vendor)
 
 
-class IllegalTransition(Exception):
-    """An event that the lifecycle table does not allow from the batch's state."""
-
-    def __init__(self, batch_id: str, state: State, event: Event) -> None:
-        allowed = sorted(e.value for (s, e) in TRANSITIONS if s == state)
-        super().__init__(
-            f"batch {batch_id}: event '{event.value}' is not allowed in state '{state.value}'"
-            f" (allowed: {', '.join(allowed) or 'none, the state is final'})"
-        )
-        self.batch_id = batch_id
-        self.state = state
-        self.event = event
-
-
 def apply_event(batch_id: str, state: State, event: Event) -> State:
     """Return the state that `event` moves `state` to, or raise IllegalTransition."""
     try:
         return TRANSITIONS[(state, event)]
     except KeyError:
-        raise IllegalTransition(batch_id, state, event) from None
+        allowed = sorted(e.value for (s, e) in TRANSITIONS if s == state)
+        raise IllegalTransition(batch_id, state, event, allowed) from None
 
 
 def event_for_outcome(outcome: State) -> Event:

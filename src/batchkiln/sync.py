@@ -3,19 +3,28 @@
     from batchkiln import run_job
     status = run_job("requests.jsonl", provider="openai", model="gpt-4o-mini")
 
-Each call runs the async engine to completion in its own event loop, so it
-cannot be used from inside a running loop (use `Kiln` there).
+Each call builds an App from the settings (the environment), runs the async engine
+to completion in its own event loop and closes the App, so it cannot be used from
+inside a running loop (use `App` there).
 """
 
 from __future__ import annotations
 
 import asyncio
+from contextlib import AbstractAsyncContextManager
 from pathlib import Path
 from typing import Any
 
-from batchkiln.engine.export import ExportFormat, iter_results
+from batchkiln.app import SIMULATED, App
 from batchkiln.engine.kiln import JobStatus
 from batchkiln.engine.policy import JobOptions
+from batchkiln.export import ExportFormat, iter_results
+from batchkiln.settings import Settings
+
+
+def _app(simulated: bool, database_url: str | None) -> AbstractAsyncContextManager[App]:
+    settings = Settings.load(**({"database_url": database_url} if database_url else {}))
+    return App.simulated(settings) if simulated else App.open(settings)
 
 
 def run_job(
@@ -28,14 +37,13 @@ def run_job(
     database_url: str | None = None,
 ) -> JobStatus:
     """Submit a request file and drive it until done; the same key never pays twice."""
-    from batchkiln.cli.runtime import SIMULATED, open_runtime
 
     async def go() -> JobStatus:
-        async with open_runtime(simulated=provider in SIMULATED, database_url=database_url) as rt:
-            submitted = await rt.kiln.submit(
+        async with _app(provider in SIMULATED, database_url) as app:
+            submitted = await app.kiln.submit(
                 path, provider=provider, model=model, key=key, options=options
             )
-            return await rt.kiln.run_until_done(submitted.job.id)
+            return await app.kiln.run_until_done(submitted.job.id)
 
     return asyncio.run(go())
 
@@ -44,10 +52,9 @@ def job_results(
     job: str, *, fmt: ExportFormat = ExportFormat.FLAT, database_url: str | None = None
 ) -> list[dict[str, Any]]:
     """Every request's outcome of a Job, in input order (loaded into a list)."""
-    from batchkiln.cli.runtime import open_runtime
 
     async def go() -> list[dict[str, Any]]:
-        async with open_runtime(database_url=database_url) as rt:
-            return [r async for r in iter_results(rt.kiln.store, job, fmt)]
+        async with _app(False, database_url) as app:
+            return [r async for r in iter_results(app.store, job, fmt)]
 
     return asyncio.run(go())

@@ -49,7 +49,7 @@ from batchkiln.clock import FakeClock
 from batchkiln.engine.kiln import JobStatus, Kiln
 from batchkiln.engine.policy import JobOptions, RetryPolicy
 from batchkiln.engine.schedule import Backoff
-from batchkiln.engine.submission import parse_wire_id
+from batchkiln.intake.keys import parse_wire_id
 from batchkiln.providers import make_provider
 from batchkiln.providers.base import Provider, ResultLine, VendorBatch, VendorError
 from batchkiln.simulator import Faults, Simulator
@@ -59,7 +59,9 @@ from batchkiln.simulator.openai_batches import OpenAIBatch
 from batchkiln.store import BatchRow, Store
 from batchkiln.store.tables import costs, requests
 
-from .conftest import MODELS, SIM_URL, Env, write_requests
+from .conftest import MODELS, Env, write_requests
+
+SIM_URL = "http://sim.test"
 
 FINAL = {"succeeded", "failed", "exhausted", "cancelled"}
 MAX_ITERATIONS = 3000

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import orjson
 
-from batchkiln.engine.export import ExportFormat, iter_results, write_results
 from batchkiln.engine.policy import JobOptions, RetryPolicy
+from batchkiln.export import ExportFormat, iter_results, write_results
 from batchkiln.simulator import Faults
 
 from .conftest import MODELS, Env, write_requests

@@ -6,8 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from batchkiln.cli.scenarios import SCENARIOS, run_scenario
 from batchkiln.clock import FakeClock
+from batchkiln.scenarios import SCENARIOS, run_scenario
 
 
 @pytest.mark.parametrize("number", sorted(SCENARIOS))

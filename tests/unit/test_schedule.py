@@ -17,11 +17,10 @@ from batchkiln.engine.schedule import (
     Look,
     TrackingMode,
     TrackingPolicy,
-    default_mode,
     next_look,
     predicted_finish,
-    webhook_secrets,
 )
+from batchkiln.settings import Settings
 
 
 def test_ceilings_double_from_ten_seconds_to_the_cap() -> None:
@@ -132,20 +131,22 @@ def test_each_mode_has_its_schedule() -> None:
     ],
 )
 def test_hybrid_is_the_default_once_a_webhook_secret_is_configured(
-    environ: dict[str, str], mode: TrackingMode
+    monkeypatch: pytest.MonkeyPatch, environ: dict[str, str], mode: TrackingMode
 ) -> None:
     """No secret: poll; a secret means someone receives webhooks: hybrid."""
-    assert default_mode(environ) == mode
-    assert TrackingPolicy.of(None, environ=environ).mode == mode
+    for name in ("OPENAI_WEBHOOK_SECRET", "KILN_WEBHOOK_SECRETS"):
+        monkeypatch.delenv(name, raising=False)
+    for name, value in environ.items():
+        monkeypatch.setenv(name, value)
+    secrets = Settings.load().all_webhook_secrets
+    assert TrackingPolicy.of(None, webhooks=bool(secrets)).mode == mode
 
 
-def test_several_secrets_are_read_for_a_rotation() -> None:
+def test_several_secrets_are_read_for_a_rotation(monkeypatch: pytest.MonkeyPatch) -> None:
     """KILN_WEBHOOK_SECRETS (comma or space separated) and OPENAI_WEBHOOK_SECRET, deduplicated."""
-    environ = {
-        "KILN_WEBHOOK_SECRETS": "whsec_new,whsec_old whsec_new",
-        "OPENAI_WEBHOOK_SECRET": "whsec_old",
-    }
-    assert webhook_secrets(environ) == ["whsec_new", "whsec_old"]
+    monkeypatch.setenv("KILN_WEBHOOK_SECRETS", "whsec_new,whsec_old whsec_new")
+    monkeypatch.setenv("OPENAI_WEBHOOK_SECRET", "whsec_old")
+    assert Settings.load().all_webhook_secrets == ["whsec_new", "whsec_old"]
 
 
 def test_checks_are_rounded_up_to_the_list_tick_only_with_list_refresh() -> None:

@@ -1,6 +1,6 @@
 """The `kiln` command."""
 
-from batchkiln.cli import demo, money, operate, simulate
+from batchkiln.cli import cost, demo, events, operate, simulate
 from batchkiln.cli.app import app
 
-__all__ = ["app", "demo", "money", "operate", "simulate"]
+__all__ = ["app", "cost", "demo", "events", "operate", "simulate"]

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import sys
+from contextlib import AbstractAsyncContextManager
+from importlib.metadata import version as _version
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -12,16 +14,16 @@ import typer
 from rich.console import Console
 from rich.live import Live
 
-from batchkiln import __version__
+from batchkiln.app import SIMULATED, App
 from batchkiln.cli import views
-from batchkiln.cli.runtime import SIMULATED, Runtime, open_runtime
 from batchkiln.costs import estimate_file
-from batchkiln.engine.budget import BudgetExceeded
-from batchkiln.engine.export import ExportFormat, write_results
+from batchkiln.costs.report import submitted_estimate
 from batchkiln.engine.kiln import JobStatus
 from batchkiln.engine.policy import JobOptions, RetryPolicy
-from batchkiln.engine.spend import submitted_estimate
+from batchkiln.errors import BudgetExceeded
+from batchkiln.export import ExportFormat, write_results
 from batchkiln.intake import InputError, KeyConflict, validate_file
+from batchkiln.settings import Settings
 from batchkiln.store import NotFound
 
 app = typer.Typer(
@@ -58,6 +60,14 @@ def fail(message: str, code: int = 1) -> typer.Exit:
     return typer.Exit(code)
 
 
+def open_app(*, simulated: bool = False, **kwargs: Any) -> AbstractAsyncContextManager[App]:
+    """The command's App: settings read once, here; the simulator in-process if asked."""
+    settings = Settings.load()
+    if simulated:
+        return App.simulated(settings, **kwargs)
+    return App.open(settings, **kwargs)
+
+
 def _print_json(payload: Any) -> None:
     sys.stdout.write(orjson.dumps(payload, option=orjson.OPT_INDENT_2).decode() + "\n")
 
@@ -65,7 +75,7 @@ def _print_json(payload: Any) -> None:
 @app.command()
 def version() -> None:
     """Print the batchkiln version."""
-    console.print(f"batchkiln {__version__}")
+    console.print(f"batchkiln {_version('batchkiln')}")
 
 
 @app.command()
@@ -155,7 +165,7 @@ def submit(
     )
 
     async def go() -> JobStatus:
-        async with open_runtime(simulated=simulated) as rt:
+        async with open_app(simulated=simulated) as rt:
             try:
                 submitted = await rt.kiln.submit(
                     file,
@@ -188,7 +198,7 @@ def submit(
         raise typer.Exit(1)
 
 
-async def drive(rt: Runtime, job_id: str, *, quiet: bool = False) -> JobStatus:
+async def drive(rt: App, job_id: str, *, quiet: bool = False) -> JobStatus:
     if quiet:
         return await rt.kiln.run_until_done(job_id)
     with Live(console=err, refresh_per_second=8, transient=False) as live:
@@ -207,7 +217,7 @@ def status(
     """Show a Job and its batches, or list recent Jobs."""
 
     async def go() -> Any:
-        async with open_runtime() as rt:
+        async with open_app() as rt:
             if job is None:
                 return [j.__dict__ for j in await rt.kiln.store.jobs.list()]
             return await rt.kiln.status(job)
@@ -230,7 +240,7 @@ def watch(job: Annotated[str, typer.Argument(help="Job id or key.")]) -> None:
     """A live view of a Job, driving its due batches here until it is done."""
 
     async def go() -> JobStatus:
-        async with open_runtime() as rt:
+        async with open_app() as rt:
             return await drive(rt, job)
 
     run_command(go)
@@ -249,7 +259,7 @@ def results(
     """Write one line per request, in input order, under your custom_ids."""
 
     async def go() -> int:
-        async with open_runtime() as rt:
+        async with open_app() as rt:
             return await write_results(rt.kiln.store, job, output, fmt)
 
     count = run_command(go)
@@ -265,7 +275,7 @@ def retry(
     automatic retry is off). Running it twice starts nothing twice."""
 
     async def go() -> tuple[list[str], JobStatus]:
-        async with open_runtime() as rt:
+        async with open_app() as rt:
             created = await rt.kiln.retry(job)
             if wait and created:
                 return created, await drive(rt, job)

@@ -16,13 +16,14 @@ from typing import Annotated
 import orjson
 import typer
 
+from batchkiln.app import App, fresh_sqlite_url
 from batchkiln.cli.app import app, console, drive, run_command
-from batchkiln.cli.runtime import SIMULATOR, SIMULATOR_ANTHROPIC, fresh_sqlite_url, open_runtime
-from batchkiln.cli.scenarios import SCENARIOS, Report, run_scenario
 from batchkiln.cli.views import duration
 from batchkiln.clock import FakeClock
-from batchkiln.engine.export import write_results
 from batchkiln.engine.kiln import JobStatus
+from batchkiln.export import write_results
+from batchkiln.scenarios import SCENARIOS, Report, run_scenario
+from batchkiln.settings import Settings
 from batchkiln.simulator import Faults
 
 DEMO_DIR = Path(".kiln")
@@ -140,13 +141,13 @@ def demo(
     results_path = DEMO_DIR / "demo-results.jsonl"
     db_path = DEMO_DIR / "demo.db"
     write_demo_requests(source, requests, vendor=vendor)
-    provider = SIMULATOR_ANTHROPIC if vendor == "anthropic" else SIMULATOR
+    provider = "simulator-anthropic" if vendor == "anthropic" else "simulator"
     model = "claude-haiku-4-5" if vendor == "anthropic" else "gpt-4o-mini"
     faults = Faults(seed=seed, retryable_rate=failure_rate)
 
     async def go() -> tuple[JobStatus, list[tuple[str | None, str | None, str | None]], float]:
-        async with open_runtime(
-            simulated=True, faults=faults, seed=seed, database_url=fresh_sqlite_url(db_path)
+        async with App.simulated(
+            Settings.load(), faults=faults, seed=seed, database_url=fresh_sqlite_url(db_path)
         ) as rt:
             started = rt.clock.now()
             submitted = await rt.kiln.submit(

@@ -9,12 +9,11 @@ from typing import Annotated
 
 import typer
 
-from batchkiln.cli.app import app, console, err, fail, run_command
-from batchkiln.cli.runtime import open_runtime
+from batchkiln.cli.app import app, console, err, fail, open_app, run_command
 from batchkiln.clock import ScaledClock
-from batchkiln.engine.kiln import Kiln
-from batchkiln.engine.schedule import TrackingMode, TrackingPolicy, webhook_secrets
+from batchkiln.engine.schedule import TrackingMode
 from batchkiln.engine.worker import Worker
+from batchkiln.settings import Settings
 
 
 def virtual_clock(speed: float, epoch: float | None) -> ScaledClock:
@@ -54,17 +53,17 @@ def worker(
     --webhook-port, signed OpenAI batch webhooks POSTed to /webhooks/openai mark
     their batch due (its state is then fetched from the vendor)."""
     try:
-        policy = TrackingPolicy.of(TrackingMode(mode) if mode else None)
+        tracking = TrackingMode(mode) if mode else None
     except ValueError:
         raise fail(f"--mode must be one of {', '.join(m.value for m in TrackingMode)}", 2) from None
-    secrets = webhook_secrets()
+    secrets = Settings.load().all_webhook_secrets
     if webhook_port is not None and not secrets:
         raise fail("--webhook-port needs OPENAI_WEBHOOK_SECRET (or KILN_WEBHOOK_SECRETS)", 2)
     clock = virtual_clock(speed, epoch) if speed else None
 
     async def go() -> int:
-        async with open_runtime(clock=clock) as rt, AsyncExitStack() as stack:
-            kiln = Kiln(rt.kiln.store, rt.kiln.providers, clock=rt.clock, tracking=policy)
+        async with open_app(clock=clock, tracking=tracking) as rt, AsyncExitStack() as stack:
+            kiln, policy = rt.kiln, rt.tracking
             loop = Worker(kiln, batch_size=batch_size, idle_cap=idle_cap)
             loop.install_signal_handlers()
             if webhook_port is not None:
@@ -96,7 +95,7 @@ def cancel(job: Annotated[str, typer.Argument(help="Job id or key.")]) -> None:
     """Ask the vendor to cancel every live batch of a Job (finished results are kept)."""
 
     async def go() -> list[str]:
-        async with open_runtime() as rt:
+        async with open_app() as rt:
             return await rt.kiln.cancel(job)
 
     ids = run_command(go)

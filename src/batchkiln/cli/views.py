@@ -145,3 +145,9 @@ def status_json(status: JobStatus) -> dict[str, Any]:
             for b in status.batches
         ],
     }
+
+
+def usd(value: float | None) -> str:
+    if value is None:
+        return "unknown"
+    return f"${value:,.4f}" if abs(value) < 100 else f"${value:,.2f}"

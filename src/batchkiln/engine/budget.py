@@ -12,90 +12,19 @@ checked, so under a budget it is refused rather than waved through.
 
 from __future__ import annotations
 
-import datetime as dt
-import os
-from dataclasses import asdict, dataclass
-from typing import Any, Literal
+from dataclasses import dataclass
 
 import orjson
 
 from batchkiln.clock import Clock
 from batchkiln.costs import Estimate, Estimator, estimate_file, unknown_price
+from batchkiln.costs.budget import GlobalBudget, Refusal, describe
 from batchkiln.engine.policy import JobOptions
+from batchkiln.errors import BudgetExceeded
 from batchkiln.intake import InputSummary
 from batchkiln.store import BatchRow, JobRow, NewEstimate, NotFound, Store
 
-Period = Literal["day", "week", "month"]
-PERIODS: tuple[Period, ...] = ("day", "week", "month")
 _SLACK = 1e-9  # float sums of the same dollars must not refuse an exact fit
-
-
-@dataclass(frozen=True)
-class GlobalBudget:
-    limit_usd: float
-    period: Period = "month"
-
-    @classmethod
-    def from_env(cls) -> GlobalBudget | None:
-        raw = os.environ.get("KILN_BUDGET_USD", "").strip()
-        if not raw:
-            return None
-        period = os.environ.get("KILN_BUDGET_PERIOD", "month").strip().lower() or "month"
-        if period not in PERIODS:
-            raise ValueError(f"KILN_BUDGET_PERIOD must be one of {', '.join(PERIODS)}")
-        try:
-            limit = float(raw)
-        except ValueError:
-            raise ValueError(f"KILN_BUDGET_USD must be a number of dollars, got {raw!r}") from None
-        if limit <= 0:
-            raise ValueError("KILN_BUDGET_USD must be greater than 0")
-        return cls(limit, period)
-
-    def period_start(self, now: float) -> float:
-        """The start (UTC) of the calendar day, ISO week or month containing `now`."""
-        day = dt.datetime.fromtimestamp(now, dt.UTC).replace(
-            hour=0, minute=0, second=0, microsecond=0
-        )
-        if self.period == "week":
-            day -= dt.timedelta(days=day.weekday())
-        elif self.period == "month":
-            day = day.replace(day=1)
-        return day.timestamp()
-
-
-@dataclass(frozen=True)
-class Refusal:
-    scope: Literal["job", "global"]
-    limit_usd: float
-    committed_usd: float  # spent plus live estimates, before this submission
-    estimate_usd: float | None  # None: the model has no price
-    what: str  # "job" or "retry of N request(s)"
-    period: str | None = None
-    reason: str = ""
-
-    def message(self) -> str:
-        where = (
-            "the job budget" if self.scope == "job" else f"the global budget for this {self.period}"
-        )
-        if self.estimate_usd is None:
-            return (
-                f"{self.what} refused: {self.reason};"
-                f" {where} (${self.limit_usd:,.2f}) cannot be checked"
-            )
-        total = self.committed_usd + self.estimate_usd
-        return (
-            f"{self.what} refused: estimate ${self.estimate_usd:,.4f} + already committed"
-            f" ${self.committed_usd:,.4f} = ${total:,.4f}, over {where} of ${self.limit_usd:,.2f}"
-        )
-
-    def to_json(self) -> dict[str, Any]:
-        return asdict(self)
-
-
-class BudgetExceeded(Exception):
-    def __init__(self, refusal: Refusal) -> None:
-        super().__init__(refusal.message())
-        self.refusal = refusal
 
 
 def new_estimates(keys: list[str], parts: list[Estimate]) -> list[NewEstimate]:
@@ -112,16 +41,6 @@ def new_estimates(keys: list[str], parts: list[Estimate]) -> list[NewEstimate]:
         )
         for key, part in zip(keys, parts, strict=True)
     ]
-
-
-def describe(estimate: Estimate) -> str:
-    """One line: the estimate at batch prices, and at standard prices."""
-    if estimate.cost_usd is None or estimate.list_cost_usd is None:
-        return f"estimate unknown: {estimate.price_source}"
-    return (
-        f"estimate ≤ ${estimate.cost_usd:,.4f} at batch prices"
-        f" (${estimate.list_cost_usd:,.4f} at standard prices)"
-    )
 
 
 @dataclass(frozen=True)
@@ -148,7 +67,7 @@ class BudgetGuard:
     ) -> None:
         self.store = store
         self.clock = clock
-        self.global_budget = global_budget if global_budget is not None else GlobalBudget.from_env()
+        self.global_budget = global_budget  # from the settings; None: no global limit
 
     async def admit_file(
         self,

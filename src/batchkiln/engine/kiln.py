@@ -16,11 +16,12 @@ from typing import Any
 
 from batchkiln.clock import Clock, SystemClock
 from batchkiln.engine.budget import BudgetGuard
+from batchkiln.engine.ingest import Ingestor, retry_child
 from batchkiln.engine.policy import JobOptions
 from batchkiln.engine.refresh import ListRefresher
-from batchkiln.engine.results import Ingestor, retry_child
 from batchkiln.engine.schedule import Backoff, TrackingMode, TrackingPolicy
-from batchkiln.engine.submission import StepResult, Submitter
+from batchkiln.engine.step import StepResult
+from batchkiln.engine.submission import Submitter
 from batchkiln.engine.tracking import Tracker
 from batchkiln.intake import batch_tag, derive_batch_key, iter_requests, job_key, validate_file
 from batchkiln.lifecycle import ENDED_AT_VENDOR, LIVE_AT_VENDOR, Event, State
@@ -68,6 +69,7 @@ class Kiln:
         rng: random.Random | None = None,
         lease_seconds: float = 900.0,  # > providers.base.CREATE_TIMEOUT_SECONDS
         tracking: TrackingPolicy | TrackingMode | str | None = None,
+        budget: BudgetGuard | None = None,
     ) -> None:
         self.store = store
         self.providers = providers  # may be lazy: a vendor is built on first use
@@ -80,11 +82,12 @@ class Kiln:
         # poll, webhook or hybrid (default: hybrid when a webhook secret is configured);
         # an explicit `backoff` is the polling schedule
         self.tracking = TrackingPolicy.of(tracking)
+        self.budget = budget or BudgetGuard(store, self.clock)
         if backoff is not None:
             self.tracking = self.tracking.with_poll(backoff)
         self.tracker = Tracker(store, self.clock, self.worker, policy=self.tracking, rng=self.rng)
         self.refresher = ListRefresher(store, self.clock, self.tracker, self.provider)
-        self.ingestor = Ingestor(store, self.clock, self.worker)
+        self.ingestor = Ingestor(store, self.clock, self.worker, self.budget)
 
     def provider(self, name: str) -> Provider:
         try:
@@ -124,7 +127,7 @@ class Kiln:
                 )
             )
         options = options or JobOptions()
-        admitted = await BudgetGuard(self.store, self.clock).admit_file(  # BudgetExceeded
+        admitted = await self.budget.admit_file(  # BudgetExceeded
             summary, options, key=jkey, batch_keys=[b.key for b in new_batches], worker=self.worker
         )
         job, created = await self.store.jobs.create(
@@ -282,9 +285,8 @@ class Kiln:
             if parent.attempt >= policy.max_attempts:
                 continue
             child = retry_child(job, parent, seqs)
-            guard = BudgetGuard(self.store, self.clock)
             vendor = self.provider(job.provider).name
-            if not await guard.admit_retry(  # retries count against the same budget
+            if not await self.budget.admit_retry(  # retries count against the same budget
                 job, parent, child.key, seqs, None, vendor=vendor, worker=self.worker
             ):
                 continue

@@ -27,7 +27,7 @@ from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass, field
 
 from batchkiln.clock import Clock
-from batchkiln.engine.submission import StepResult
+from batchkiln.engine.step import StepResult
 from batchkiln.engine.tracking import Tracker
 from batchkiln.lifecycle import ENDED_AT_VENDOR, LIVE_AT_VENDOR
 from batchkiln.providers.base import Provider, VendorBatch, VendorError

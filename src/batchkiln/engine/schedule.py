@@ -26,10 +26,7 @@ Anthropic has no batch webhooks, so its batches always poll.
 from __future__ import annotations
 
 import math
-import os
 import random
-import re
-from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from enum import StrEnum
 from typing import Protocol
@@ -153,16 +150,14 @@ class TrackingPolicy:
 
     @classmethod
     def of(
-        cls,
-        tracking: TrackingPolicy | TrackingMode | str | None,
-        *,
-        environ: Mapping[str, str] | None = None,
+        cls, tracking: TrackingPolicy | TrackingMode | str | None, *, webhooks: bool = False
     ) -> TrackingPolicy:
-        """A policy from a policy, a mode (name), or None: the default for `environ`."""
+        """A policy from a policy, a mode (name), or None: hybrid when someone receives
+        webhooks (a webhook secret is configured), else poll."""
         if isinstance(tracking, TrackingPolicy):
             return tracking
         if tracking is None:
-            return cls(mode=default_mode(os.environ if environ is None else environ))
+            return cls(mode=TrackingMode.HYBRID if webhooks else TrackingMode.POLL)
         return cls(mode=TrackingMode(tracking))
 
     def with_poll(self, backoff: Backoff) -> TrackingPolicy:
@@ -184,21 +179,3 @@ class TrackingPolicy:
         if not self.list_refresh or self.list_tick <= 0:
             return at
         return math.ceil(at / self.list_tick - 1e-9) * self.list_tick
-
-
-def webhook_secrets(environ: Mapping[str, str] | None = None) -> list[str]:
-    """The accepted webhook secrets: `KILN_WEBHOOK_SECRETS` (comma or space
-    separated, several during a rotation), then `OPENAI_WEBHOOK_SECRET`."""
-    env = os.environ if environ is None else environ
-    found = re.split(r"[,\s]+", env.get("KILN_WEBHOOK_SECRETS", ""))
-    found.append(env.get("OPENAI_WEBHOOK_SECRET", ""))
-    unique: list[str] = []
-    for secret in (s.strip() for s in found):
-        if secret and secret not in unique:
-            unique.append(secret)
-    return unique
-
-
-def default_mode(environ: Mapping[str, str] | None = None) -> TrackingMode:
-    """hybrid when a webhook secret is configured (someone receives webhooks), else poll."""
-    return TrackingMode.HYBRID if webhook_secrets(environ) else TrackingMode.POLL

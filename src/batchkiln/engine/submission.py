@@ -18,11 +18,11 @@ until candidates end and adopt the one whose results carry our tag.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 import orjson
 
 from batchkiln.clock import Clock
+from batchkiln.engine.step import StepResult
+from batchkiln.intake.keys import parse_wire_id, wire_id
 from batchkiln.lifecycle import Event, State
 from batchkiln.providers.base import (
     AmbiguousOutcome,
@@ -36,26 +36,6 @@ from batchkiln.store import BatchRow, JobRow, Store
 
 SETTLE_SECONDS = 60.0  # a vendor's list may lag its create; wait this long before resending
 WINDOW_SLACK = 120.0  # clock skew between us and the vendor
-
-
-def wire_id(tag: str, seq: int) -> str:
-    return f"{tag}-{seq}"
-
-
-def parse_wire_id(value: str) -> tuple[str, int] | None:
-    tag, sep, seq = value.partition("-")
-    if not sep or not seq.isdigit():
-        return None
-    return tag, int(seq)
-
-
-@dataclass(frozen=True)
-class StepResult:
-    """What a step did, and when the batch should next be looked at (None: not by us)."""
-
-    next_check_in: float | None
-    note: str = ""
-    retry_after: float | None = None
 
 
 class Submitter:

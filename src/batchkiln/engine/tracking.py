@@ -10,7 +10,7 @@ import random
 
 from batchkiln.clock import Clock
 from batchkiln.engine.schedule import Backoff, Look, TrackingMode, TrackingPolicy, next_look
-from batchkiln.engine.submission import StepResult
+from batchkiln.engine.step import StepResult
 from batchkiln.lifecycle import ENDED_AT_VENDOR, LIVE_AT_VENDOR, Event, State, event_for_outcome
 from batchkiln.providers.base import Provider, VendorBatch, VendorError
 from batchkiln.store import BatchRow, Store

@@ -10,10 +10,9 @@ for request in iter_requests(path, provider="openai"):  # second pass: normalise
 
 from __future__ import annotations
 
+from batchkiln.errors import InputError, InvalidKey, KeyConflict, LineError
 from batchkiln.intake.keys import (
     ContentFingerprint,
-    InvalidKey,
-    KeyConflict,
     batch_tag,
     canonical_json,
     check_user_key,
@@ -26,10 +25,8 @@ from batchkiln.intake.reader import (
     DEFAULT_OPENAI_ENDPOINT,
     MAX_CUSTOM_ID,
     OPENAI_ENDPOINTS,
-    InputError,
     InputRequest,
     InputSummary,
-    LineError,
     Provider,
     iter_requests,
     validate_file,

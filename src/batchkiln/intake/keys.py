@@ -18,6 +18,8 @@ from typing import Any
 
 import orjson
 
+from batchkiln.errors import InvalidKey
+
 _FINGERPRINT_VERSION = b"batchkiln-fingerprint-v1\n"
 _LETTERS = "abcdefghijklmnopqrstuvwxyz"
 _ALPHABET = _LETTERS + "0123456789"
@@ -64,22 +66,6 @@ def fingerprint(
     for custom_id, body in requests:
         content.add(custom_id, canonical_json(body))
     return content.hexdigest(provider=provider, model=model, endpoint=endpoint)
-
-
-class KeyConflict(Exception):
-    """The same idempotency key was first used with different content."""
-
-    def __init__(self, key: str) -> None:
-        super().__init__(
-            f"idempotency key {key!r} was first used with different content, so it cannot"
-            " name this job; nothing was submitted. Use a new key for new content (or omit"
-            " the key to use the content fingerprint)."
-        )
-        self.key = key
-
-
-class InvalidKey(ValueError):
-    """A user idempotency key that is not 1-255 printable ASCII characters."""
 
 
 def check_user_key(key: str) -> str:
@@ -131,3 +117,16 @@ def batch_tag(batch_key: str) -> str:
         value, index = divmod(value, 36)
         chars.append(_ALPHABET[index])
     return "".join(chars)
+
+
+# Every request goes on the wire as `<tag>-<seq>`: the tag proves the batch is ours,
+# the seq maps the result back to the request ledger (never a position).
+def wire_id(tag: str, seq: int) -> str:
+    return f"{tag}-{seq}"
+
+
+def parse_wire_id(value: str) -> tuple[str, int] | None:
+    tag, sep, seq = value.partition("-")
+    if not sep or not seq.isdigit():
+        return None
+    return tag, int(seq)

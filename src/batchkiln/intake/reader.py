@@ -26,6 +26,7 @@ from typing import Any, Literal
 
 import orjson
 
+from batchkiln.errors import InputError, LineError
 from batchkiln.intake.dedupe import FirstSeen
 from batchkiln.intake.keys import ContentFingerprint, canonical_json
 from batchkiln.intake.sharding import (
@@ -59,29 +60,6 @@ class InputRequest:
     custom_id: str  # the user's id (never sent; the wire id is "<tag>-<seq>")
     body: dict[str, Any]
     wire_bytes: int  # the request's full wire line, see sharding.wire_line_bytes
-
-
-@dataclass(frozen=True)
-class LineError:
-    file: str
-    line: int | None  # None: about the whole file or the command
-    reason: str
-
-    def __str__(self) -> str:
-        where = f"{self.file}:{self.line}" if self.line is not None else self.file
-        return f"{where}: {self.reason}"
-
-
-class InputError(ValueError):
-    """A request file that cannot be submitted; lists every bad line up to a cap."""
-
-    def __init__(self, errors: list[LineError], truncated: int = 0) -> None:
-        self.errors = errors
-        self.truncated = truncated
-        lines = [str(e) for e in errors]
-        if truncated:
-            lines.append(f"... and {truncated} more")
-        super().__init__("\n".join(lines))
 
 
 @dataclass(frozen=True)

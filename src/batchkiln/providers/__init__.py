@@ -39,17 +39,22 @@ def make_provider(
     http_client: httpx.AsyncClient | httpx2.AsyncClient | None = None,
     base_url: str | None = None,
     api_key: str | None = None,
+    **options: Any,
 ) -> Provider:
     """The adapter for `name` ("openai" or "anthropic"). Unset credentials and base
     URL come from the SDK's own environment variables."""
     if name == "openai":
         from batchkiln.providers.openai import OpenAIProvider
 
-        return OpenAIProvider(http_client=http_client, base_url=base_url, api_key=api_key)
+        return OpenAIProvider(
+            http_client=http_client, base_url=base_url, api_key=api_key, **options
+        )
     if name == "anthropic":
         from batchkiln.providers.anthropic import AnthropicProvider
 
-        return AnthropicProvider(http_client=http_client, base_url=base_url, api_key=api_key)
+        return AnthropicProvider(
+            http_client=http_client, base_url=base_url, api_key=api_key, **options
+        )
     raise ValueError(f"unknown provider {name!r}; expected one of {', '.join(PROVIDERS)}")
 
 

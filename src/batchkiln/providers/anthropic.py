@@ -186,7 +186,7 @@ class AnthropicProvider:
         http_client: httpx.AsyncClient | httpx2.AsyncClient | None = None,
         base_url: str | None = None,
         api_key: str | None = None,
-        list_page_size: int = 100,
+        list_page_size: int = 1000,  # the API allows up to 1,000 a page
     ) -> None:
         self._owns_http = client is None and http_client is None
         self._bridge: httpx2.AsyncClient | None = None

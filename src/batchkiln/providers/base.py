@@ -11,7 +11,10 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any, Protocol
 
+from batchkiln.errors import AmbiguousOutcome, VendorError
 from batchkiln.lifecycle import State
+
+__all__ = ["AmbiguousOutcome", "VendorError"]  # re-exported: adapters raise them
 
 # A create call that has not answered by then is abandoned as an unknown outcome.
 # It must stay well below the engine's lease (Kiln.lease_seconds, 900 s), or a
@@ -100,34 +103,6 @@ class ResultLine:
     usage: Usage = field(default_factory=Usage)
     billed: bool = False  # whether the vendor charges for this request
     raw: bytes = b""  # the vendor's line as received, for vendor-shaped export
-
-
-class VendorError(Exception):
-    """A vendor call failed. `retryable` says whether the same call may be repeated."""
-
-    def __init__(
-        self,
-        message: str,
-        *,
-        retryable: bool,
-        status: int | None = None,
-        code: str | None = None,
-        retry_after: float | None = None,
-    ) -> None:
-        super().__init__(message)
-        self.message = message
-        self.retryable = retryable
-        self.status = status
-        self.code = code
-        self.retry_after = retry_after
-
-
-class AmbiguousOutcome(VendorError):
-    """A create call whose effect is unknown (timeout, cut connection, 5xx):
-    the vendor may hold the batch. Reconcile before sending it again."""
-
-    def __init__(self, message: str, *, status: int | None = None) -> None:
-        super().__init__(message, retryable=True, status=status)
 
 
 class Provider(Protocol):

@@ -7,8 +7,9 @@ from typing import Any
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from batchkiln.clock import Clock, SystemClock
+from batchkiln.errors import NotFound, StaleTransition
 from batchkiln.store.audit import AuditLog
-from batchkiln.store.batches import BatchRepository, NotFound, StaleTransition
+from batchkiln.store.batches import BatchRepository
 from batchkiln.store.costs import CostBook, CostRow, EstimateRow, NewEstimate
 from batchkiln.store.database import create_engine, database_url, migrate
 from batchkiln.store.jobs import KEY_RETENTION_SECONDS, JobRepository, NewBatch

@@ -12,30 +12,13 @@ from sqlalchemy import and_, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from batchkiln.clock import Clock
+from batchkiln.errors import NotFound, StaleTransition
 from batchkiln.lifecycle import Event, State, apply_event
 from batchkiln.store.audit import append_event
 from batchkiln.store.rows import BatchRow, from_row
 from batchkiln.store.tables import batches
 
 _STATE_COLUMNS = {"state"}
-
-
-class StaleTransition(Exception):
-    """The batch was not in the expected state: someone else moved it."""
-
-    def __init__(self, batch_id: str, expected: State, actual: State | None) -> None:
-        seen = actual.value if actual else "missing"
-        super().__init__(
-            f"batch {batch_id}: expected state '{expected.value}' but it is '{seen}'"
-            " (moved by another worker)"
-        )
-        self.batch_id = batch_id
-        self.expected = expected
-        self.actual = actual
-
-
-class NotFound(LookupError):
-    pass
 
 
 class BatchRepository:

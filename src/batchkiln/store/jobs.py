@@ -18,10 +18,10 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from batchkiln.clock import Clock
+from batchkiln.errors import NotFound
 from batchkiln.intake import KeyConflict
 from batchkiln.lifecycle import State
 from batchkiln.store.audit import append_event
-from batchkiln.store.batches import NotFound
 from batchkiln.store.rows import JobRow, from_row
 from batchkiln.store.tables import batches, idempotency_keys, jobs, requests
 

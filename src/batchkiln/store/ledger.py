@@ -17,9 +17,9 @@ from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from batchkiln.clock import Clock
+from batchkiln.errors import StaleTransition
 from batchkiln.lifecycle import Event, State, apply_event
 from batchkiln.store.audit import append_event
-from batchkiln.store.batches import StaleTransition
 from batchkiln.store.jobs import finish_if_settled, new_id
 from batchkiln.store.rows import BatchRow, RequestRow, from_row
 from batchkiln.store.tables import batches, costs, idempotency_keys, requests, results

@@ -9,17 +9,12 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
 
-import httpx
 import orjson
 import pytest
 
-from batchkiln.clock import FakeClock
-from batchkiln.engine.kiln import Kiln
-from batchkiln.providers import make_provider
-from batchkiln.simulator import Faults, Simulator
-from batchkiln.store import Store
+from batchkiln import App, FakeClock, Kiln, Settings, Simulator, Store
+from batchkiln.costs.budget import GlobalBudget, Period
 
-SIM_URL = "http://sim.test"
 MODELS = {"openai": "gpt-4o-mini", "anthropic": "claude-haiku-4-5"}
 
 
@@ -30,11 +25,14 @@ class Env:
     store: Store
     kiln: Kiln
     tmp: Path
+    app: App
 
     def new_kiln(self, worker: str) -> Kiln:
-        return Kiln(
-            self.store, self.kiln.providers, clock=self.clock, worker=worker, rng=random.Random(1)
-        )
+        return self.app.engine(worker, rng=random.Random(1))
+
+    def set_global_budget(self, limit_usd: float, period: Period = "month") -> None:
+        """What KILN_BUDGET_USD / KILN_BUDGET_PERIOD give the next process started."""
+        self.app.budget.global_budget = GlobalBudget(limit_usd, period)
 
 
 def write_requests(
@@ -68,17 +66,13 @@ def _quiet_money_env(monkeypatch: pytest.MonkeyPatch) -> None:
 @pytest.fixture
 async def env(store: Store, clock: FakeClock, tmp_path: Path) -> AsyncIterator[Env]:
     """The engine, its store (SQLite and PostgreSQL) and the simulator, on one fake clock."""
-    sim = Simulator(clock=clock, seed=1, faults=Faults(), base_url=SIM_URL)
-    http = httpx.AsyncClient(transport=httpx.ASGITransport(app=sim.app), base_url=SIM_URL)
-    providers = {
-        vendor: make_provider(
-            vendor,
-            http_client=http,
-            base_url=sim.openai_base_url if vendor == "openai" else sim.anthropic_base_url,
-            api_key="test",
-        )
-        for vendor in ("openai", "anthropic")
-    }
-    kiln = Kiln(store, providers, clock=clock, worker="test-worker", rng=random.Random(0))
-    yield Env(clock, sim, store, kiln, tmp_path)
-    await http.aclose()
+    async with App.simulated(
+        Settings.load(),
+        clock=clock,
+        seed=1,
+        store=store,
+        worker="test-worker",
+        rng=random.Random(0),
+    ) as app:
+        assert app.simulator is not None
+        yield Env(clock, app.simulator, store, app.kiln, tmp_path, app)

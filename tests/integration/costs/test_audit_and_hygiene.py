@@ -8,8 +8,8 @@ import pytest
 from sqlalchemy import delete, select, update
 from sqlalchemy.exc import DBAPIError
 
+from batchkiln.engine.ingest import KEY_RETENTION_SECONDS
 from batchkiln.engine.policy import JobOptions, RetryPolicy
-from batchkiln.engine.results import KEY_RETENTION_SECONDS
 from batchkiln.lifecycle import INITIAL, State
 from batchkiln.simulator import Faults
 from batchkiln.store.tables import audit_events, idempotency_keys

@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 
 from batchkiln.costs import estimate_file
-from batchkiln.engine.budget import BudgetExceeded
 from batchkiln.engine.policy import JobOptions
+from batchkiln.errors import BudgetExceeded
 from batchkiln.simulator import Faults
 from batchkiln.store import NotFound
 
@@ -74,11 +74,11 @@ async def test_a_job_within_its_budget_runs_and_costs_no_more_than_it(
 
 
 async def test_the_global_budget_counts_running_jobs_and_spend_in_the_period(
-    env: Env, monkeypatch: pytest.MonkeyPatch
+    env: Env,
 ) -> None:
     """A second job fits only once the first has finished below its estimate."""
     estimate = estimate_of(env, 10, "openai")
-    monkeypatch.setenv("KILN_BUDGET_USD", str(estimate * 1.5))
+    env.set_global_budget(estimate * 1.5)
     first = (
         await env.kiln.submit(env.tmp / "in.jsonl", provider="openai", model="gpt-4o-mini")
     ).job
@@ -96,12 +96,11 @@ async def test_the_global_budget_counts_running_jobs_and_spend_in_the_period(
 
 
 async def test_spend_from_an_earlier_period_does_not_count(
-    env: Env, monkeypatch: pytest.MonkeyPatch
+    env: Env,
 ) -> None:
     """A daily budget spent yesterday admits the same job again today."""
     estimate = estimate_of(env, 10, "openai")
-    monkeypatch.setenv("KILN_BUDGET_USD", str(estimate * 1.2))
-    monkeypatch.setenv("KILN_BUDGET_PERIOD", "day")
+    env.set_global_budget(estimate * 1.2, "day")
     first = (
         await env.kiln.submit(env.tmp / "in.jsonl", provider="openai", model="gpt-4o-mini")
     ).job
@@ -117,13 +116,13 @@ async def test_spend_from_an_earlier_period_does_not_count(
 
 
 async def test_a_retry_over_the_budget_never_reaches_the_vendor(
-    env: Env, monkeypatch: pytest.MonkeyPatch
+    env: Env,
 ) -> None:
     """The limit is lowered mid-job: the retry child is refused, audited, and not sent."""
     env.sim.faults = Faults(fail_ids={"2": "timeout", "5": "overloaded"})
     estimate = estimate_of(env, 10, "openai")
     job = (await env.kiln.submit(env.tmp / "in.jsonl", provider="openai", model="gpt-4o-mini")).job
-    monkeypatch.setenv("KILN_BUDGET_USD", str(estimate * 0.2))  # the team cut the budget
+    env.set_global_budget(estimate * 0.2)  # the team cut the budget (and restarted)
     status = await env.kiln.run_until_done(job.id)
     assert env.sim.counters.batches_created == 1
     assert status.state == "awaiting_retry"
@@ -173,7 +172,7 @@ async def test_a_model_without_a_price_runs_without_a_budget_and_costs_unknown(e
     write_requests(env.tmp / "in.jsonl", 3)
     job = (await env.kiln.submit(env.tmp / "in.jsonl", provider="openai", model="gpt-9-turbo")).job
     await env.kiln.run_until_done(job.id)
-    from batchkiln.engine.spend import job_cost
+    from batchkiln.costs.report import job_cost
 
     report = await job_cost(env.store, job.id)
     assert report.actual.requests == 3

@@ -179,7 +179,7 @@ async def test_retry_chain_costs_add_up_to_the_job_total_with_each_batch_once(en
     rows = await cost_rows(env, job.id)
     assert sorted(r["billed_requests"] for r in rows) == [2, 8]
     assert len({r["batch_id"] for r in rows}) == 2
-    from batchkiln.engine.spend import job_cost
+    from batchkiln.costs.report import job_cost
 
     report = await job_cost(env.store, job.id)
     assert report.actual.requests == 10

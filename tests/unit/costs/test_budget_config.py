@@ -6,7 +6,14 @@ import datetime as dt
 
 import pytest
 
-from batchkiln.engine.budget import GlobalBudget, Refusal
+from batchkiln import ConfigError, Settings
+from batchkiln.costs.budget import GlobalBudget, Refusal
+
+
+def configured() -> GlobalBudget | None:
+    """The global budget a process started now would have."""
+    settings = Settings.load()
+    return GlobalBudget.of(settings.budget_usd, settings.budget_period)
 
 
 def ts(text: str) -> float:
@@ -16,23 +23,29 @@ def ts(text: str) -> float:
 def test_no_global_budget_unless_configured(monkeypatch: pytest.MonkeyPatch) -> None:
     """KILN_BUDGET_USD unset or empty: no global limit."""
     monkeypatch.delenv("KILN_BUDGET_USD", raising=False)
-    assert GlobalBudget.from_env() is None
+    assert configured() is None
     monkeypatch.setenv("KILN_BUDGET_USD", "")
-    assert GlobalBudget.from_env() is None
+    assert configured() is None
 
 
 def test_the_global_budget_reads_its_limit_and_period(monkeypatch: pytest.MonkeyPatch) -> None:
     """KILN_BUDGET_USD=250 with KILN_BUDGET_PERIOD=week; month is the default."""
     monkeypatch.setenv("KILN_BUDGET_USD", "250")
     monkeypatch.delenv("KILN_BUDGET_PERIOD", raising=False)
-    assert GlobalBudget.from_env() == GlobalBudget(250.0, "month")
+    assert configured() == GlobalBudget(250.0, "month")
     monkeypatch.setenv("KILN_BUDGET_PERIOD", "week")
-    assert GlobalBudget.from_env() == GlobalBudget(250.0, "week")
+    assert configured() == GlobalBudget(250.0, "week")
 
 
 @pytest.mark.parametrize(
     ("limit", "period", "message"),
-    [("lots", "month", "number of dollars"), ("-5", "month", "greater than 0"), ("5", "year", "")],
+    [
+        ("lots", "month", "KILN_BUDGET_USD: .*valid number"),
+        ("-5", "month", "greater than 0"),
+        ("nan", "month", "finite"),
+        ("inf", "month", "finite"),
+        ("5", "year", ""),
+    ],
 )
 def test_a_bad_global_budget_is_refused_with_a_reason(
     monkeypatch: pytest.MonkeyPatch, limit: str, period: str, message: str
@@ -40,8 +53,8 @@ def test_a_bad_global_budget_is_refused_with_a_reason(
     """Nonsense limits and unknown periods stop the command instead of being ignored."""
     monkeypatch.setenv("KILN_BUDGET_USD", limit)
     monkeypatch.setenv("KILN_BUDGET_PERIOD", period)
-    with pytest.raises(ValueError, match=message or "KILN_BUDGET_PERIOD"):
-        GlobalBudget.from_env()
+    with pytest.raises(ConfigError, match=message or "KILN_BUDGET_PERIOD"):
+        configured()
 
 
 @pytest.mark.parametrize(

@@ -13,7 +13,7 @@ from typing import Any
 
 from batchkiln.clock import Clock
 from batchkiln.costs import Estimate
-from batchkiln.engine.budget import GlobalBudget
+from batchkiln.costs.budget import GlobalBudget
 from batchkiln.store import CostRow, EstimateRow, JobRow, Store
 
 _TOKENS = ("input_tokens", "cached_input_tokens", "output_tokens")

@@ -19,8 +19,9 @@ from batchkiln.costs import batch_cost
 from batchkiln.engine.budget import BudgetGuard
 from batchkiln.engine.hygiene import delete_vendor_files
 from batchkiln.engine.policy import JobOptions
-from batchkiln.engine.submission import StepResult, parse_wire_id
+from batchkiln.engine.step import StepResult
 from batchkiln.intake import batch_tag, derive_batch_key
+from batchkiln.intake.keys import parse_wire_id
 from batchkiln.lifecycle import ENDED_AT_VENDOR, Event, State
 from batchkiln.providers.base import FailureClass, Outcome, Provider, ResultLine
 from batchkiln.store import (
@@ -37,10 +38,11 @@ _FLUSH = 1000
 
 
 class Ingestor:
-    def __init__(self, store: Store, clock: Clock, worker: str) -> None:
+    def __init__(self, store: Store, clock: Clock, worker: str, budget: BudgetGuard) -> None:
         self.store = store
         self.clock = clock
         self.worker = worker
+        self.budget = budget
 
     async def ingest(self, job: JobRow, batch: BatchRow, provider: Provider) -> StepResult:
         if batch.state in ENDED_AT_VENDOR:
@@ -165,7 +167,7 @@ class Ingestor:
         usage = await self.store.ledger.usage_of(batch.id)
         cost = batch_cost(vendor, job.model, usage)
         child = retry_child(job, batch, retry) if retry else None
-        if child and not await BudgetGuard(self.store, self.clock).admit_retry(
+        if child and not await self.budget.admit_retry(
             job, batch, child.key, retry, cost["cost_usd"], vendor=vendor, worker=self.worker
         ):
             retry, child = [], None  # over budget (audited): the requests wait

@@ -15,10 +15,11 @@ from typing import Any
 import httpx
 import orjson
 
-from batchkiln.cli.runtime import SIMULATOR, Runtime, fresh_sqlite_url, open_runtime
+from batchkiln.app import App, fresh_sqlite_url
 from batchkiln.clock import Clock
 from batchkiln.intake import InputError
 from batchkiln.service.webhooks import webhook_app
+from batchkiln.settings import Settings
 from batchkiln.simulator import Faults
 from batchkiln.store import AuditEvent
 
@@ -65,7 +66,7 @@ def _terminals(events: list[AuditEvent]) -> str:
     return ", then ".join(ended) or "-"
 
 
-async def _describe(rt: Runtime, report: Report, job_id: str) -> list[AuditEvent]:
+async def _describe(rt: App, report: Report, job_id: str) -> list[AuditEvent]:
     events = await rt.kiln.store.audit.for_job(job_id)
     status = await rt.kiln.status(job_id)
     for b in status.batches:
@@ -80,13 +81,13 @@ def _costs(events: list[AuditEvent]) -> list[dict[str, Any]]:
     return [e.data or {} for e in events if e.kind == "cost.recorded"]
 
 
-async def _job(rt: Runtime, path: Path, key: str) -> str:
-    submitted = await rt.kiln.submit(path, provider=SIMULATOR, model=MODEL, key=key)
+async def _job(rt: App, path: Path, key: str) -> str:
+    submitted = await rt.kiln.submit(path, provider="simulator", model=MODEL, key=key)
     await rt.kiln.run_until_done(submitted.job.id)
     return submitted.job.id
 
 
-async def overnight_eval(rt: Runtime, work: Path) -> Report:
+async def overnight_eval(rt: App, work: Path) -> Report:
     report = Report(1, "Large eval run finishes overnight, all sub-requests succeed")
     job = await _job(rt, write_requests(work / "s1.jsonl", 200), "scenario-1")
     events = await _describe(rt, report, job)
@@ -100,7 +101,7 @@ async def overnight_eval(rt: Runtime, work: Path) -> Report:
     return report
 
 
-async def partial_then_retry(rt: Runtime, work: Path) -> Report:
+async def partial_then_retry(rt: App, work: Path) -> Report:
     report = Report(2, "95 of 100 succeed, 5 hit a model timeout")
     assert rt.simulator is not None
     timeouts = {str(seq): "timeout" for seq in (3, 17, 42, 66, 91)}
@@ -121,13 +122,13 @@ async def partial_then_retry(rt: Runtime, work: Path) -> Report:
     return report
 
 
-async def rejected_input(rt: Runtime, work: Path) -> Report:
+async def rejected_input(rt: App, work: Path) -> Report:
     report = Report(3, "JSONL had a malformed line; and a vendor-side rejection")
     assert rt.simulator is not None
     bad = write_requests(work / "s3.jsonl", 20, bad_line=7)
     message = ""
     try:
-        await rt.kiln.submit(bad, provider=SIMULATOR, model=MODEL, key="scenario-3a")
+        await rt.kiln.submit(bad, provider="simulator", model=MODEL, key="scenario-3a")
     except InputError as exc:
         message = str(exc)
     calls_before = sum(rt.simulator.counters.calls.values())
@@ -149,11 +150,11 @@ async def rejected_input(rt: Runtime, work: Path) -> Report:
     return report
 
 
-async def expired_window(rt: Runtime, work: Path) -> Report:
+async def expired_window(rt: App, work: Path) -> Report:
     report = Report(4, "The batch outlives its 24 h window")
     assert rt.simulator is not None
     submitted = await rt.kiln.submit(
-        write_requests(work / "s4.jsonl", 60), provider=SIMULATOR, model=MODEL, key="scenario-4"
+        write_requests(work / "s4.jsonl", 60), provider="simulator", model=MODEL, key="scenario-4"
     )
     first = (await rt.kiln.status(submitted.job.id)).batches[0]
     rt.simulator.set_batch_faults(first.tag, Faults(expire=True, expire_finished_share=0.4))
@@ -175,14 +176,14 @@ async def expired_window(rt: Runtime, work: Path) -> Report:
     return report
 
 
-async def network_drop(rt: Runtime, work: Path) -> Report:
+async def network_drop(rt: App, work: Path) -> Report:
     report = Report(5, "Network drops mid-submit; the client retries with the same key")
     assert rt.simulator is not None
     rt.simulator.faults = Faults(drop_create="cut", drop_create_count=1)
     path = write_requests(work / "s5.jsonl", 30)
-    first = await rt.kiln.submit(path, provider=SIMULATOR, model=MODEL, key="scenario-5")
+    first = await rt.kiln.submit(path, provider="simulator", model=MODEL, key="scenario-5")
     await rt.kiln.run_once(job_id=first.job.id)  # the create is accepted; the answer is lost
-    again = await rt.kiln.submit(path, provider=SIMULATOR, model=MODEL, key="scenario-5")
+    again = await rt.kiln.submit(path, provider="simulator", model=MODEL, key="scenario-5")
     await rt.kiln.run_until_done(again.job.id)
     events = await _describe(rt, report, again.job.id)
     report.action = "reconcile with the vendor's list by tag before any resend"
@@ -204,7 +205,7 @@ class _Relay:
         await self.target(scope, receive, send)
 
 
-async def late_duplicate_webhook(rt: Runtime, work: Path) -> Report:
+async def late_duplicate_webhook(rt: App, work: Path) -> Report:
     report = Report(6, "A webhook delivered twice, and late")
     assert rt.simulator is not None
     job = await _job(rt, write_requests(work / "s6.jsonl", 25), "scenario-6")
@@ -223,7 +224,7 @@ async def late_duplicate_webhook(rt: Runtime, work: Path) -> Report:
     return report
 
 
-Scenario = Callable[[Runtime, Path], Awaitable[Report]]
+Scenario = Callable[[App, Path], Awaitable[Report]]
 SCENARIOS: dict[int, Scenario] = {
     1: overnight_eval,
     2: partial_then_retry,
@@ -234,7 +235,9 @@ SCENARIOS: dict[int, Scenario] = {
 }
 
 
-async def run_scenario(number: int, work: Path, *, clock: Clock | None = None) -> Report:
+async def run_scenario(
+    number: int, work: Path, *, clock: Clock | None = None, settings: Settings | None = None
+) -> Report:
     """Run one scenario in its own store and simulator under `work`."""
     database_url = fresh_sqlite_url(work / f"scenario-{number}.db")
     relay = _Relay()
@@ -246,8 +249,8 @@ async def run_scenario(number: int, work: Path, *, clock: Clock | None = None) -
         )
         faults = Faults(webhook_duplicate=1.0, webhook_delay_seconds=900)
     try:
-        async with open_runtime(
-            simulated=True,
+        async with App.simulated(
+            settings or Settings.load(),
             clock=clock,
             database_url=database_url,
             faults=faults,

@@ -1,0 +1,230 @@
+"""Every setting batchkiln reads, parsed and validated once, in one place.
+
+`Settings.load()` reads the process environment (`KILN_*` and the vendor SDKs' own
+variables) with pydantic-settings; a bad value is a `ConfigError` naming the variable.
+The App hands the parsed values to the parts that need them; no module below the
+edges reads `os.environ`.
+
+`kiln config` prints the effective settings with secrets masked (`Settings.describe`).
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+from pydantic import AliasChoices, Field, SecretStr, ValidationError, field_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+
+from batchkiln.errors import ConfigError
+
+DEFAULT_DATABASE_URL = "sqlite:///.kiln/kiln.db"
+
+Period = Literal["day", "week", "month"]
+TokenizerMode = Literal["auto", "tiktoken", "approx"]
+TrackingModeName = Literal["poll", "webhook", "hybrid"]
+
+
+def _split(value: Any) -> Any:
+    """Comma- or space-separated lists (several secrets during a rotation)."""
+    if isinstance(value, str):
+        return [part for part in re.split(r"[,\s]+", value) if part]
+    return value
+
+
+class Settings(BaseSettings):
+    """The effective configuration of one process."""
+
+    model_config = SettingsConfigDict(
+        env_prefix="KILN_",
+        extra="ignore",
+        frozen=True,
+        populate_by_name=True,
+        env_ignore_empty=True,
+    )
+
+    database_url: str = Field(
+        DEFAULT_DATABASE_URL,
+        description="the store: sqlite:///PATH (one worker process) or postgresql://..."
+        " (many workers on many machines)",
+    )
+    budget_usd: float | None = Field(
+        None,
+        description="global budget in USD at batch prices over KILN_BUDGET_PERIOD (unset: none)",
+    )
+    budget_period: Period = Field("month", description="day | week | month (calendar, UTC)")
+    tokenizer: TokenizerMode = Field(
+        "auto",
+        description="auto (tiktoken only from its local cache) | tiktoken (may download"
+        " once) | approx (4 bytes a token)",
+    )
+    prices_file: Path | None = Field(
+        None, description="a JSON price table overlaid on the shipped one"
+    )
+    simulator_faults: str = Field(
+        "", description="faults for the in-process simulator (see `kiln simulator --help`)"
+    )
+    tracking: TrackingModeName | None = Field(
+        None, description="poll | webhook | hybrid (unset: hybrid with a webhook secret, else poll)"
+    )
+    webhook_secrets: Annotated[list[SecretStr], NoDecode] = Field(
+        default_factory=list,
+        description="accepted vendor webhook secrets, comma separated (old and new during a"
+        " rotation); OPENAI_WEBHOOK_SECRET is added",
+    )
+    lease_seconds: float = Field(
+        900.0, gt=0, description="how long a claimed batch stays leased to its worker"
+    )
+    debug: bool = Field(False, description="print tracebacks for errors")
+
+    # The vendor SDKs' own variables: read here so the App can say which one is missing.
+    openai_api_key: SecretStr | None = Field(
+        None, validation_alias="OPENAI_API_KEY", description="OpenAI credentials"
+    )
+    openai_base_url: str | None = Field(
+        None, validation_alias="OPENAI_BASE_URL", description="OpenAI endpoint"
+    )
+    openai_webhook_secret: SecretStr | None = Field(
+        None, validation_alias="OPENAI_WEBHOOK_SECRET", description="OpenAI webhook secret"
+    )
+    anthropic_api_key: SecretStr | None = Field(
+        None, validation_alias="ANTHROPIC_API_KEY", description="Anthropic credentials"
+    )
+    anthropic_base_url: str | None = Field(
+        None, validation_alias="ANTHROPIC_BASE_URL", description="Anthropic endpoint"
+    )
+    gemini_api_key: SecretStr | None = Field(
+        None,
+        validation_alias=AliasChoices("GEMINI_API_KEY", "GOOGLE_API_KEY"),
+        description="Gemini credentials (GEMINI_API_KEY, else GOOGLE_API_KEY)",
+    )
+    gemini_base_url: str | None = Field(
+        None, validation_alias="GOOGLE_GEMINI_BASE_URL", description="Gemini endpoint"
+    )
+
+    @field_validator("webhook_secrets", mode="before")
+    @classmethod
+    def _split_secrets(cls, value: Any) -> Any:
+        return _split(value)
+
+    @field_validator("budget_usd")
+    @classmethod
+    def _finite_budget(cls, value: float | None) -> float | None:
+        if value is None:
+            return None
+        if not math.isfinite(value):
+            raise ValueError("must be a finite number of dollars (unset it for no budget)")
+        if value <= 0:
+            raise ValueError("must be greater than 0")
+        return value
+
+    @field_validator("prices_file")
+    @classmethod
+    def _readable_prices(cls, value: Path | None) -> Path | None:
+        if value is not None and not value.is_file():
+            raise ValueError(f"{value} is not a readable file")
+        return value
+
+    @field_validator("simulator_faults")
+    @classmethod
+    def _valid_faults(cls, value: str) -> str:
+        from batchkiln.simulator.faults import parse_faults
+
+        parse_faults(value)  # ValueError names the bad part
+        return value
+
+    @classmethod
+    def load(cls, **overrides: Any) -> Settings:
+        """The environment's settings (with `overrides` on top); ConfigError on a bad value."""
+        try:
+            return cls(**overrides)
+        except ValidationError as exc:
+            raise ConfigError(_first_problem(exc), name=_env_name(exc)) from None
+
+    @property
+    def all_webhook_secrets(self) -> list[str]:
+        """KILN_WEBHOOK_SECRETS, then OPENAI_WEBHOOK_SECRET, without repeats."""
+        found = [s.get_secret_value() for s in self.webhook_secrets]
+        if self.openai_webhook_secret is not None:
+            found.append(self.openai_webhook_secret.get_secret_value())
+        unique: list[str] = []
+        for secret in (s.strip() for s in found):
+            if secret and secret not in unique:
+                unique.append(secret)
+        return unique
+
+    def describe(self) -> Iterator[Setting]:
+        """Every setting with its variable, effective value (secrets masked) and default."""
+        for name, info in type(self).model_fields.items():
+            value = getattr(self, name)
+            default = info.get_default(call_default_factory=True)
+            yield Setting(
+                variable=env_names(name)[0],
+                value=_shown(value),
+                default=_shown(default),
+                is_default=value == default,
+                description=info.description or "",
+            )
+
+
+@dataclass(frozen=True)
+class Setting:
+    variable: str
+    value: str
+    default: str
+    is_default: bool
+    description: str
+
+
+def env_names(field: str) -> list[str]:
+    """The environment variables a field is read from, first one first."""
+    info = Settings.model_fields[field]
+    alias = info.validation_alias
+    if isinstance(alias, str):
+        return [alias]
+    if isinstance(alias, AliasChoices):
+        return [str(choice) for choice in alias.choices]
+    return [f"KILN_{field.upper()}"]
+
+
+def _shown(value: Any) -> str:
+    if value is None:
+        return "(unset)"
+    if isinstance(value, SecretStr):
+        return "****" if value.get_secret_value() else "(unset)"
+    if isinstance(value, list):
+        return ", ".join(_shown(v) for v in value) or "(none)"
+    if isinstance(value, str) and "://" in value:
+        return mask_url(value)
+    return str(value)
+
+
+def mask_url(url: str) -> str:
+    """A URL with its password replaced by ***, for messages and `kiln config`."""
+    return re.sub(r"(://[^:/@]+:)[^@/]*@", r"\1***@", url)
+
+
+def _env_name(exc: ValidationError) -> str | None:
+    for error in exc.errors():
+        if error["loc"]:
+            loc = str(error["loc"][0])
+            if loc in Settings.model_fields:
+                return env_names(loc)[0]
+            return loc
+    return None
+
+
+def _first_problem(exc: ValidationError) -> str:
+    error = exc.errors()[0]
+    name = _env_name(exc) or "a setting"
+    got = error.get("input")
+    reason = str(error["msg"]).removeprefix("Value error, ").splitlines()[0]
+    shown = "" if got is None or isinstance(got, dict) else f" (got {str(got)[:60]!r})"
+    return f"{name}: {reason}{shown}"
+
+
+__all__ = ["DEFAULT_DATABASE_URL", "Setting", "Settings", "env_names", "mask_url"]
