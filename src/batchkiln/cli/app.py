@@ -41,8 +41,8 @@ ProviderOpt = Annotated[
     typer.Option(
         "--provider",
         "-p",
-        help="openai | anthropic | simulator (OpenAI format, in-process, no keys)"
-        " | simulator-anthropic",
+        help="openai | anthropic | gemini | simulator (OpenAI format, in-process, no keys)"
+        " | simulator-anthropic | simulator-gemini",
     ),
 ]
 ModelOpt = Annotated[str | None, typer.Option("--model", "-m", help="Model for every request.")]
@@ -50,6 +50,8 @@ JsonOpt = Annotated[bool, typer.Option("--json", help="One JSON object, for scri
 
 
 def _wire(provider: str) -> str:
+    if provider in ("gemini", "simulator-gemini"):
+        return "gemini"
     return "anthropic" if provider in ("anthropic", "simulator-anthropic") else "openai"
 
 

@@ -28,9 +28,10 @@ if TYPE_CHECKING:
     import httpx2
 
     from batchkiln.providers.anthropic import AnthropicProvider
+    from batchkiln.providers.gemini import GeminiProvider
     from batchkiln.providers.openai import OpenAIProvider
 
-PROVIDERS = ("anthropic", "openai")
+PROVIDERS = ("anthropic", "gemini", "openai")
 
 
 def make_provider(
@@ -41,8 +42,8 @@ def make_provider(
     api_key: str | None = None,
     **options: Any,
 ) -> Provider:
-    """The adapter for `name` ("openai" or "anthropic"). Unset credentials and base
-    URL come from the SDK's own environment variables."""
+    """The adapter for `name` ("openai", "anthropic" or "gemini"). Unset credentials and
+    base URL come from the SDK's own environment variables."""
     if name == "openai":
         from batchkiln.providers.openai import OpenAIProvider
 
@@ -53,6 +54,16 @@ def make_provider(
         from batchkiln.providers.anthropic import AnthropicProvider
 
         return AnthropicProvider(
+            http_client=http_client, base_url=base_url, api_key=api_key, **options
+        )
+    if name == "gemini":
+        import httpx as plain_httpx
+
+        from batchkiln.providers.gemini import GeminiProvider
+
+        if http_client is not None and not isinstance(http_client, plain_httpx.AsyncClient):
+            raise TypeError("the gemini adapter takes an httpx.AsyncClient")
+        return GeminiProvider(
             http_client=http_client, base_url=base_url, api_key=api_key, **options
         )
     raise ValueError(f"unknown provider {name!r}; expected one of {', '.join(PROVIDERS)}")
@@ -67,6 +78,10 @@ def __getattr__(name: str) -> Any:
         from batchkiln.providers.anthropic import AnthropicProvider
 
         return AnthropicProvider
+    if name == "GeminiProvider":
+        from batchkiln.providers.gemini import GeminiProvider
+
+        return GeminiProvider
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
@@ -77,6 +92,7 @@ __all__ = [
     "BatchError",
     "CreateSpec",
     "FailureClass",
+    "GeminiProvider",
     "OpenAIProvider",
     "Outcome",
     "Provider",
