@@ -79,8 +79,8 @@ def _page(items: list[Any], names: list[str], request: Request, size: int) -> tu
 
 
 def routes(sim: Simulator) -> list[Route]:
-    """Every Gemini route, bound to `sim`."""
-    base = sim.gemini_base_url
+    """Every Gemini route, bound to `sim` (its base URL is read per call: a loopback
+    server learns its port after the routes exist)."""
 
     # ---- files ------------------------------------------------------------------------
 
@@ -120,7 +120,7 @@ def routes(sim: Simulator) -> list[Route]:
         )
         upload_id = sim.ids.new("", "gemini-upload", 20)
         sim.gemini_uploads[upload_id] = UploadSession(record, size)
-        url = f"{base}{UPLOAD_PATH}?upload_id={upload_id}&upload_protocol=resumable"
+        url = f"{sim.gemini_base_url}{UPLOAD_PATH}?upload_id={upload_id}&upload_protocol=resumable"
         return json_response(
             {}, headers={"x-goog-upload-url": url, "x-goog-upload-status": "active"}
         )
@@ -151,7 +151,8 @@ def routes(sim: Simulator) -> list[Route]:
         session.file.created_at = sim.now()
         sim.gemini_files[session.file.name] = session.file
         return json_response(
-            {"file": session.file.to_json(base)}, headers={"x-goog-upload-status": "final"}
+            {"file": session.file.to_json(sim.gemini_base_url)},
+            headers={"x-goog-upload-status": "final"},
         )
 
     gated_start = vendor_route(sim, "gemini", UPLOAD_PATH, "POST", upload_start).endpoint
@@ -175,13 +176,13 @@ def routes(sim: Simulator) -> list[Route]:
         return record
 
     async def get_file(request: Request) -> Response:
-        return json_response(_file(request).to_json(base))
+        return json_response(_file(request).to_json(sim.gemini_base_url))
 
     async def list_files(request: Request) -> Response:
         now = sim.now()
         live = [f for f in reversed(sim.gemini_files.values()) if not f.gone(now)]
         page, token = _page(live, [f.name for f in live], request, _page_size(request, 10, 100))
-        data: dict[str, Any] = {"files": [f.to_json(base) for f in page]}
+        data: dict[str, Any] = {"files": [f.to_json(sim.gemini_base_url) for f in page]}
         if token:
             data["nextPageToken"] = token
         return json_response(data)
@@ -255,7 +256,7 @@ def routes(sim: Simulator) -> list[Route]:
                 retry_after=faults.retry_after_seconds,
             )
         sim.commit_gemini(batch, request.headers.get("x-goog-api-key"))
-        rendered = render_batch(batch, sim.now(), base)
+        rendered = render_batch(batch, sim.now(), sim.gemini_base_url)
         if budget.take("drop_create"):
             sim.counters.faults[f"drop_create_{faults.drop_create}"] += 1
             if faults.drop_create == "500":
