@@ -125,6 +125,7 @@ class App:
             tracking=self.tracking,
             budget=self.budget,
             lease_seconds=self.settings.lease_seconds,
+            stall_after=self.settings.stall_after_seconds,
         )
 
     # -- building ---------------------------------------------------------------

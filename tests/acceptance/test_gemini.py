@@ -208,3 +208,23 @@ async def test_partial_failures_lose_nothing_and_costs_are_counted_once_at_batch
         assert row.list_cost_usd == pytest.approx(standard)
         assert row.cost_usd == pytest.approx(standard / 2)
         assert row.provider == "gemini" and "ai.google.dev" in (row.price_source or "")
+
+
+async def test_a_batch_pending_past_a_day_raises_one_stalled_event(env: Env) -> None:
+    """PENDING 25 h after creation: one `batch.stalled` audit event, however often it is
+    polled; the batch still runs to the end when the vendor starts it."""
+    env.sim.faults = Faults(queue_delay_seconds=30 * 3600)
+    path = write_requests(env.tmp / "in.jsonl", 2, vendor="gemini")
+    job = (await env.kiln.submit(path, provider="gemini", model=MODEL)).job
+    await env.kiln.run_once(job_id=job.id)
+    env.clock.advance(23 * 3600)
+    await env.kiln.run_once(job_id=job.id)
+    assert "batch.stalled" not in await kinds(env, job.id)
+    for _ in range(3):
+        env.clock.advance(3600)
+        (batch,) = await env.store.batches.for_job(job.id)
+        await env.store.batches.mark_due(batch.id)
+        await env.kiln.run_once(job_id=job.id)
+    assert (await kinds(env, job.id)).count("batch.stalled") == 1
+    status = await env.kiln.run_until_done(job.id)
+    assert status.counts == {"succeeded": 2}
