@@ -394,7 +394,7 @@ class GeminiProvider:
     (`GEMINI_API_KEY` / `GOOGLE_API_KEY`) and endpoint."""
 
     name = "gemini"
-    supports_webhooks = False  # static project webhooks: see service/webhooks.py (not done)
+    supports_webhooks = True  # static project webhooks, received at /webhooks/gemini
 
     def __init__(
         self,

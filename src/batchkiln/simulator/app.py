@@ -34,6 +34,7 @@ from batchkiln.simulator.errors import SimError, anthropic_error, gemini_error, 
 from batchkiln.simulator.faults import BatchMatch, Budget, Faults
 from batchkiln.simulator.files import FileStore, Ids
 from batchkiln.simulator.gate import CUT_HEADER
+from batchkiln.simulator.gemini_batches import EVENT_TYPES as GEMINI_EVENTS
 from batchkiln.simulator.gemini_batches import (
     GeminiBatch,
     GeminiFile,
@@ -103,6 +104,8 @@ class Simulator:
         self.gemini_batches: dict[str, GeminiBatch] = {}
         self.gemini_files: dict[str, GeminiFile] = {}
         self.gemini_uploads: dict[str, UploadSession] = {}
+        # Gemini's project webhooks go here; None: to `webhook_urls`, like OpenAI's events
+        self.gemini_webhook_urls: list[str] | None = None
         self._overrides: list[tuple[str | Matcher, Faults, Budget]] = []
         self.webhook_secret = webhook_secret or new_secret()
         self.webhooks = WebhookDispatcher(
@@ -226,10 +229,21 @@ class Simulator:
 
     def _settle_gemini(self, batch: GeminiBatch) -> None:
         now = self.now()
-        phase = batch.timeline.phase(now)
-        if batch.inline or batch.output_file is not None or not batch.timeline.is_terminal(now):
+        if not batch.timeline.is_terminal(now):
             return
-        if not has_output(batch, phase):
+        phase = batch.timeline.phase(now)
+        if not batch.notified:
+            batch.notified = True
+            if phase in GEMINI_EVENTS:
+                self.webhooks.schedule(
+                    GEMINI_EVENTS[phase],
+                    batch.name,
+                    batch.timeline.ended_at(),
+                    batch.faults,
+                    batch.seed,
+                    urls=self.gemini_webhook_urls,
+                )
+        if batch.inline or batch.output_file is not None or not has_output(batch, phase):
             return
         name = f"files/batch-{batch.id}"
         self.gemini_files[name] = GeminiFile(
@@ -264,10 +278,14 @@ class Simulator:
             )
 
     def settle_all(self) -> None:
-        """Write the files of (and queue webhooks for) every OpenAI batch that has ended."""
+        """Write the files of (and queue webhooks for) every OpenAI and Gemini batch that
+        has ended."""
         for batch in self.openai_batches.values():
             if not batch.settled:
                 self._settle(batch)
+        for gemini in self.gemini_batches.values():
+            if not gemini.notified:
+                self._settle_gemini(gemini)
 
     def enqueued_openai_tokens(self, model: str | None, now: float) -> int:
         """Input tokens of unfinished OpenAI batches for `model` (the enqueued-token limit)."""

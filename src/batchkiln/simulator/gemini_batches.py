@@ -31,6 +31,14 @@ from batchkiln.simulator.faults import FailureKind, Faults, unit
 from batchkiln.simulator.model import estimate_tokens, output_tokens, reply_text, short_id, text_of
 from batchkiln.simulator.timeline import Timeline
 
+# Static project webhooks (Standard Webhooks, whsec_ HMAC), as of 2026-05. There is no
+# documented cancelled event (a third-party guide names batch.cancelled: UNCONFIRMED),
+# and the payload shape is UNCONFIRMED: we send the thin `{id, type, data: {id: name}}`.
+EVENT_TYPES = {
+    "completed": "batch.succeeded",
+    "failed": "batch.failed",
+    "expired": "batch.expired",
+}
 WINDOW_SECONDS = 48 * 3600.0  # pending or running longer than this: EXPIRED
 FILE_TTL_SECONDS = 48 * 3600  # Files API: files are deleted after 48 h [DOC]
 MAX_FILE_BYTES = 2 * 1024**3  # an input file up to 2 GB [DOC]
@@ -131,6 +139,7 @@ class GeminiBatch:
     timeline: Timeline
     failure_message: str | None = None  # why a FAILED batch failed
     output_file: str | None = None  # files/... once written
+    notified: bool = False  # its webhook event is queued
     deleted: bool = False
 
     @property
