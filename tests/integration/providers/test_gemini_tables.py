@@ -14,7 +14,7 @@ from google.genai import types
 
 from batchkiln.lifecycle import State
 from batchkiln.providers import AmbiguousOutcome, FailureClass, Outcome, Usage
-from batchkiln.providers import gemini as gem
+from batchkiln.providers import gemini_wire as gem
 from batchkiln.providers.failures import GEMINI_STATUSES, classify_gemini
 
 R, P = FailureClass.RETRYABLE, FailureClass.PERMANENT

@@ -16,7 +16,7 @@ from batchkiln.intake import (
     validate_file,
 )
 from batchkiln.providers.base import CreateSpec, WireRequest
-from batchkiln.providers.gemini import build_input
+from batchkiln.providers.gemini_wire import build_input
 
 from .helpers import ant, oai, write_lines
 
