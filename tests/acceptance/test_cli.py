@@ -135,6 +135,18 @@ def test_demo_runs_a_batch_from_submit_to_done() -> None:
     assert Path(".kiln/demo-results.jsonl").exists()
 
 
+def test_demo_runs_on_gemini_with_no_keys() -> None:
+    """`kiln demo --provider gemini` walks the lifecycle on the Gemini simulator."""
+    result = runner.invoke(
+        app,
+        ["demo", "--provider", "gemini", "--requests", "40", "--no-scenarios"],
+        env={"COLUMNS": "200"},
+    )
+    assert result.exit_code == 0, result.output
+    assert "gemini-2.5-flash" in result.output or "batches/" in result.output
+    assert "is done" in result.output and "-> downloading -> done" in result.output
+
+
 def test_submit_on_the_gemini_simulator_runs_to_done(tmp_path: Path) -> None:
     """`--provider simulator-gemini` takes Gemini's own lines and ends done."""
     path = write_requests(tmp_path / "in.jsonl", 8, vendor="gemini")
