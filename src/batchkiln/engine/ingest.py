@@ -25,7 +25,6 @@ from batchkiln.intake.keys import parse_wire_id
 from batchkiln.lifecycle import ENDED_AT_VENDOR, Event, State
 from batchkiln.providers.base import FailureClass, Outcome, Provider, ResultLine
 from batchkiln.store import (
-    KEY_RETENTION_SECONDS,
     BatchRow,
     ChildBatch,
     Closing,
@@ -46,15 +45,14 @@ class Ingestor:
 
     async def ingest(self, job: JobRow, batch: BatchRow, provider: Provider) -> StepResult:
         if batch.state in ENDED_AT_VENDOR:
-            await self.store.batches.transition(
+            ended_as = batch.state
+            batch = await self.store.batches.transition(
                 batch,
                 batch.state,
                 Event.DOWNLOAD,
                 worker=self.worker,
                 reason=f"downloading results of a {batch.state.value} batch",
             )
-            ended_as = batch.state
-            batch = await self.store.batches.get(batch.id)
         else:
             ended_as = await self._ended_as(batch)
         carried = {seq for seq, _ in await self.store.ledger.requests_of(batch.id)}
@@ -191,7 +189,6 @@ class Ingestor:
                 **usage,
                 **cost,
             },
-            key_retention_seconds=KEY_RETENTION_SECONDS,
             summary=summary,
         )
 

@@ -24,7 +24,7 @@ from batchkiln.engine.step import StepResult
 from batchkiln.engine.submission import Submitter
 from batchkiln.engine.tracking import Tracker
 from batchkiln.intake import batch_tag, derive_batch_key, iter_requests, job_key, validate_file
-from batchkiln.lifecycle import ENDED_AT_VENDOR, LIVE_AT_VENDOR, Event, State
+from batchkiln.lifecycle import ENDED_AT_VENDOR, LIVE_AT_VENDOR, Event, JobState, State
 from batchkiln.providers.base import Provider, VendorError
 from batchkiln.store import BatchRow, JobRow, NewBatch, StaleTransition, Store
 
@@ -43,12 +43,13 @@ class JobStatus:
 
     @property
     def state(self) -> str:
-        """One word for scripts: done, or the least advanced live batch state."""
-        if self.job.status == "done":
-            return "done"
+        """One word for scripts: the Job's state once it is done or awaiting a retry,
+        else the least advanced live batch state."""
+        if self.job.status != JobState.ACTIVE:
+            return self.job.status.value
         live = [b for b in self.batches if b.state != State.DONE]
         if not live:
-            return "awaiting_retry" if self.counts.get("pending") else "done"
+            return self.job.status.value
         order = list(State)
         return min(live, key=lambda b: order.index(b.state)).state.value
 
