@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 from typing import Any
 
@@ -17,11 +16,11 @@ MIGRATIONS = Path(__file__).parent / "migrations"
 
 
 def database_url(url: str | None = None) -> str:
-    """The URL to use: the argument, else KILN_DATABASE_URL, else a local SQLite file.
+    """The URL to use (default: a local SQLite file; the App passes KILN_DATABASE_URL).
 
     Plain `sqlite://` and `postgresql://` URLs get the async drivers we ship.
     """
-    raw = url or os.environ.get("KILN_DATABASE_URL") or DEFAULT_URL
+    raw = url or DEFAULT_URL
     parsed = make_url(raw)
     if parsed.drivername in ("sqlite", "sqlite+pysqlite"):
         parsed = parsed.set(drivername="sqlite+aiosqlite")

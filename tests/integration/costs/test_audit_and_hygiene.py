@@ -8,10 +8,10 @@ import pytest
 from sqlalchemy import delete, select, update
 from sqlalchemy.exc import DBAPIError
 
-from batchkiln.store import KEY_RETENTION_SECONDS
 from batchkiln.engine.policy import JobOptions, RetryPolicy
 from batchkiln.lifecycle import INITIAL, State
 from batchkiln.simulator import Faults
+from batchkiln.store import KEY_RETENTION_SECONDS
 from batchkiln.store.tables import audit_events, idempotency_keys
 
 from .conftest import MODELS, Env, write_requests
