@@ -8,7 +8,7 @@ none, and a second caller with the same key gets the first caller's Job.
 from __future__ import annotations
 
 import uuid
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -22,6 +22,7 @@ from batchkiln.errors import NotFound
 from batchkiln.intake import KeyConflict
 from batchkiln.lifecycle import JobEvent, JobState, State
 from batchkiln.store.audit import append_event
+from batchkiln.store.costs import NewEstimate, write_estimates
 from batchkiln.store.rows import JobRow, from_row
 from batchkiln.store.tables import batches, idempotency_keys, jobs, requests
 from batchkiln.store.transitions import BATCHES, JOBS, initial_state, move
@@ -51,6 +52,15 @@ class NewBatch:
     wire_bytes: int
 
 
+@dataclass(frozen=True)
+class JobEstimate:
+    """The admitted estimate of a new Job, stored with it."""
+
+    rows: Sequence[NewEstimate]
+    reason: str
+    data: dict[str, Any]
+
+
 def new_id(prefix: str) -> str:
     return f"{prefix}_{uuid.uuid4().hex[:20]}"
 
@@ -74,11 +84,14 @@ class JobRepository:
         request_rows: Iterable[RequestLike],
         new_batches: list[NewBatch],
         worker: str | None = None,
+        estimate: JobEstimate | None = None,
     ) -> tuple[JobRow, bool]:
         """Store a new Job, or return the existing one for `key` (created=False).
 
-        Raises KeyConflict when `key` is already taken by different content.
-        """
+        Its estimate is written in the same transaction, so a Job never exists without
+        the estimate its budget counts. Raises KeyConflict when `key` is already taken
+        by different content, and whatever `request_rows` raises (FileChanged) with
+        nothing stored."""
         existing = await self._existing(key, fingerprint)
         if existing is not None:
             return existing, False
@@ -122,6 +135,16 @@ class JobRepository:
                     reason=f"{request_count} requests in {len(new_batches)} batch(es)",
                     data={"key": key, "provider": provider, "model": model, "source": source},
                 )
+                if estimate is not None:
+                    await write_estimates(
+                        conn,
+                        job_id,
+                        estimate.rows,
+                        now=now,
+                        worker=worker,
+                        reason=estimate.reason,
+                        data=estimate.data,
+                    )
         except IntegrityError:
             # Lost the race for the key: the winner's Job is committed by now.
             existing = await self._existing(key, fingerprint)

@@ -16,24 +16,19 @@ from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from sqlalchemy import Insert, Table, and_, func, insert, select, update
-from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy import and_, func, insert, select, update
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from batchkiln.clock import Clock
 from batchkiln.lifecycle import Event, JobEvent, JobState, State
 from batchkiln.store.audit import append_event
+from batchkiln.store.database import insert_ignoring_duplicates
 from batchkiln.store.jobs import KEY_RETENTION_SECONDS, new_id, settle_job
 from batchkiln.store.rows import BatchRow, RequestRow, from_row
 from batchkiln.store.tables import batches, costs, idempotency_keys, jobs, requests, results
 from batchkiln.store.transitions import BATCHES, JOBS, initial_state, move
 
 _CHUNK = 1000
-
-
-def insert_ignoring_duplicates(conn: AsyncConnection, table: Table) -> Insert:
-    dialect = postgresql if conn.dialect.name == "postgresql" else sqlite
-    return dialect.insert(table).on_conflict_do_nothing()  # type: ignore[no-any-return]
 
 
 @dataclass(frozen=True)
