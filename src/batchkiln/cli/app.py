@@ -23,6 +23,7 @@ from batchkiln.engine.policy import JobOptions, RetryPolicy
 from batchkiln.errors import BudgetExceeded, ConfigError
 from batchkiln.export import ExportFormat, write_results
 from batchkiln.intake import InputError, KeyConflict, validate_file
+from batchkiln.providers import wire_format
 from batchkiln.settings import Settings
 from batchkiln.store import NotFound
 
@@ -50,7 +51,10 @@ JsonOpt = Annotated[bool, typer.Option("--json", help="One JSON object, for scri
 
 
 def _wire(provider: str) -> str:
-    return "anthropic" if provider in ("anthropic", "simulator-anthropic") else "openai"
+    try:
+        return wire_format(provider)
+    except ValueError as exc:
+        raise fail(f"--provider: {exc}", 2) from None
 
 
 def fail(message: str, code: int = 1) -> typer.Exit:

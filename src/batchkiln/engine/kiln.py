@@ -221,8 +221,8 @@ class Kiln:
                 worker=self.worker,
                 reason=f"{batch.state.value}: {exc.message}",
             )
-            delay = self.backoff.delay(batch.check_attempt, self.rng, retry_after=exc.retry_after)
-            result = StepResult(delay, "vendor error", retry_after=exc.retry_after)
+            delay = self.backoff.delay(batch.check_attempt, self.rng)
+            result = StepResult(delay, "vendor error")
         after = await self.store.batches.get(batch.id)
         await self.store.batches.release(
             batch.id, worker=self.worker, next_check_at=await self._next_check(after, result)

@@ -111,7 +111,7 @@ class Submitter:
                     data={"retry_after": exc.retry_after},
                 )
                 wait = exc.retry_after if exc.retry_after is not None else SETTLE_SECONDS
-                return StepResult(wait, "vendor asked us to retry", retry_after=exc.retry_after)
+                return StepResult(wait, "vendor asked us to retry")
             await self.store.batches.transition(
                 batch,
                 State.SUBMITTING,

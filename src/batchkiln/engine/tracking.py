@@ -65,8 +65,8 @@ class Tracker:
             reason=f"{what}: {exc.status or 'connection'}: {exc.message}",
             data={"retry_after": exc.retry_after, "attempt": attempt},
         )
-        delay = self._retry_backoff(provider).delay(attempt, self.rng, retry_after=exc.retry_after)
-        return StepResult(delay, "read failed", retry_after=exc.retry_after)
+        delay = self._retry_backoff(provider).delay(attempt, self.rng)
+        return StepResult(delay, "read failed")
 
     async def apply(
         self, batch: BatchRow, vendor: VendorBatch, provider: Provider, *, via: str = "retrieve"

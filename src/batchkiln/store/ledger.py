@@ -324,13 +324,11 @@ class Ledger:
             )
             return {(o or "pending"): int(n) for o, n in rows.all()}
 
-    async def export_rows(
-        self, job_id: str
-    ) -> AsyncIterator[tuple[RequestRow, bytes | None, str | None]]:
+    async def export_rows(self, job_id: str) -> AsyncIterator[tuple[RequestRow, bytes | None]]:
         """Every request of a job in input order, with the raw result line that is
-        final for it and the batch's tag, streamed."""
+        final for it, streamed."""
         query = (
-            select(requests, results.c.raw, batches.c.tag)
+            select(requests, results.c.raw)
             .select_from(
                 requests.outerjoin(
                     results,
@@ -338,7 +336,7 @@ class Ledger:
                         results.c.batch_id == requests.c.result_batch_id,
                         results.c.seq == requests.c.seq,
                     ),
-                ).outerjoin(batches, batches.c.id == requests.c.result_batch_id)
+                )
             )
             .where(requests.c.job_id == job_id)
             .order_by(requests.c.seq)
@@ -346,4 +344,4 @@ class Ledger:
         async with self._engine.connect() as conn:
             stream = await conn.stream(query.execution_options(yield_per=_CHUNK))
             async for row in stream.mappings():
-                yield from_row(RequestRow, row), row["raw"], row["tag"]
+                yield from_row(RequestRow, row), row["raw"]
