@@ -176,3 +176,18 @@ def test_status_shows_a_gemini_batch_stalled_in_pending(
     assert "BATCH_STATE_PENDING" in stalled["reason"]
     shown = runner.invoke(app, ["status", "g1"])
     assert "stalled" in shown.stdout and stalled["batch_id"] in shown.stdout
+
+
+def test_config_prints_the_effective_settings_with_secrets_masked(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """`kiln config --json` shows every variable; keys and URL passwords never appear."""
+    monkeypatch.setenv("OPENAI_API_KEY", "sk-very-secret")
+    monkeypatch.setenv("KILN_DATABASE_URL", "postgresql://kiln:hunter2@db.internal/kiln")
+    monkeypatch.setenv("KILN_BUDGET_USD", "25")
+    result = runner.invoke(app, ["config", "--json"])
+    assert result.exit_code == 0, result.output
+    shown = _json(result.output)
+    assert shown["OPENAI_API_KEY"] == "****" and shown["KILN_BUDGET_USD"] == "25.0"
+    assert shown["KILN_DATABASE_URL"] == "postgresql://kiln:***@db.internal/kiln"
+    assert "sk-very-secret" not in result.output and "hunter2" not in result.output

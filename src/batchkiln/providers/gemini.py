@@ -39,6 +39,7 @@ from google import genai
 from google.genai import errors as genai_errors
 from google.genai import types
 
+from batchkiln.lifecycle import State
 from batchkiln.providers._shared import jsonl_lines, within_window
 from batchkiln.providers.base import (
     CREATE_TIMEOUT_SECONDS,
@@ -248,15 +249,18 @@ class GeminiProvider:
     # ---- results -----------------------------------------------------------------------
 
     async def results(self, batch: VendorBatch) -> AsyncIterator[ResultLine]:
-        """Every result of an ended batch: the responses file streamed line by line, or
-        the inline responses. A FAILED or EXPIRED batch has none."""
-        output = output_of(await self._get(batch.vendor_id))
-        entries = inlined(output)
-        if entries is not None:
-            for entry in entries:
-                yield parse_inline(entry)
-            return
-        file_name = output.get("responsesFile")
+        """Every result of an ended batch: the responses file the snapshot `batch` names,
+        streamed line by line (no second GET), or the inline responses, which live in the
+        batch itself and need one. A FAILED or EXPIRED batch has none."""
+        file_name = batch.output_file_id
+        if file_name is None and batch.state not in (State.FAILED, State.EXPIRED):
+            output = output_of(await self._get(batch.vendor_id))
+            entries = inlined(output)
+            if entries is not None:
+                for entry in entries:
+                    yield parse_inline(entry)
+                return
+            file_name = output.get("responsesFile")
         if not isinstance(file_name, str) or not file_name:
             return
         async for raw in jsonl_lines(self._download(file_name)):
@@ -289,13 +293,9 @@ class GeminiProvider:
             await asyncio.gather(task, return_exceptions=True)
 
     async def cleanup(self, batch: VendorBatch) -> None:
-        """Delete the input and responses files (already gone is fine)."""
-        raw = await self._get(batch.vendor_id)
-        names = [
-            as_map(as_map(raw.get("metadata")).get("inputConfig")).get("fileName"),
-            output_of(raw).get("responsesFile"),
-        ]
-        for name in names:
+        """Delete the input and responses files the ended snapshot `batch` names (already
+        gone is fine)."""
+        for name in (batch.input_file_id, batch.output_file_id):
             if not isinstance(name, str) or not name:
                 continue
             try:

@@ -156,6 +156,7 @@ def to_vendor_batch(raw: Mapping[str, Any]) -> VendorBatch:
         expires_at=created + WINDOW_SECONDS if created else None,
         tag=tag_of_display(meta.get("displayName")),
         input_file_id=as_map(meta.get("inputConfig")).get("fileName"),
+        output_file_id=output.get("responsesFile") or None,
         errors=errors,
     )
 
@@ -243,7 +244,8 @@ def parse_entry(key: Any, entry: Mapping[str, Any], raw: bytes) -> ResultLine:
 
 
 def parse_line(raw: bytes) -> ResultLine:
-    """One line of a responses file: `{"key", "response" | "error"}`."""
+    """One line of a responses file, `{"key", "response" | "error"}`, or a stored inline
+    response (its key in the echoed `metadata`)."""
     try:
         data = orjson.loads(raw)
     except orjson.JSONDecodeError:
@@ -256,7 +258,8 @@ def parse_line(raw: bytes) -> ResultLine:
             raw=raw,
             error={"code": "unreadable_result_line", "message": raw[:200].decode(errors="replace")},
         )
-    return parse_entry(data.get("key"), data, raw)
+    key = data.get("key", as_map(data.get("metadata")).get("key"))
+    return parse_entry(key, data, raw)
 
 
 def parse_inline(entry: Any) -> ResultLine:
