@@ -228,3 +228,23 @@ async def test_a_batch_pending_past_a_day_raises_one_stalled_event(env: Env) -> 
     assert (await kinds(env, job.id)).count("batch.stalled") == 1
     status = await env.kiln.run_until_done(job.id)
     assert status.counts == {"succeeded": 2}
+
+
+async def test_exports_read_gemini_lines_with_the_users_keys(env: Env) -> None:
+    """Flat export: the GenerateContentResponse or the error, by the user's id; vendor
+    export: Gemini's own `{key, response | error}` lines with the user's keys."""
+    from batchkiln.export import ExportFormat, iter_results, write_results
+
+    env.sim.faults = Faults(fail_ids={"1": "invalid_request"})
+    path = write_requests(env.tmp / "in.jsonl", 3, vendor="gemini", prefix="doc-")
+    job = (await env.kiln.submit(path, provider="gemini", model=MODEL)).job
+    await env.kiln.run_until_done(job.id)
+    rows = [r async for r in iter_results(env.store, job.id)]
+    assert [r["custom_id"] for r in rows] == ["doc-0", "doc-1", "doc-2"]
+    assert rows[0]["response"]["candidates"] and rows[0]["error"] is None
+    assert rows[1]["response"] is None and rows[1]["error"]["code"] == "INVALID_ARGUMENT"
+    out = env.tmp / "out.jsonl"
+    assert await write_results(env.store, job.id, out, ExportFormat.VENDOR) == 3
+    lines = [orjson.loads(line) for line in out.read_bytes().splitlines()]
+    assert [line["key"] for line in lines] == ["doc-0", "doc-1", "doc-2"]
+    assert "usageMetadata" in lines[0]["response"] and lines[1]["error"]["code"] == 400
