@@ -267,7 +267,8 @@ class GeminiProvider:
             yield parse_line(raw)
 
     async def _download(self, name: str) -> AsyncIterator[bytes]:
-        queue: asyncio.Queue[bytes | Exception | None] = asyncio.Queue(maxsize=8)
+        # The SDK hands over 1 MiB chunks; one waiting chunk keeps memory flat (bench/).
+        queue: asyncio.Queue[bytes | Exception | None] = asyncio.Queue(maxsize=1)
 
         async def run() -> None:
             try:
