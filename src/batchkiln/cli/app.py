@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import sys
 from contextlib import AbstractAsyncContextManager
+from enum import StrEnum
 from importlib.metadata import version as _version
 from pathlib import Path
 from typing import Annotated, Any
@@ -266,17 +267,32 @@ def results(
     console.print(f"wrote {count} results to {output}")
 
 
+class RetryClass(StrEnum):
+    RETRYABLE = "retryable"
+    ACCOUNT = "account"
+
+
 @app.command()
 def retry(
     job: Annotated[str, typer.Argument(help="Job id or key.")],
     wait: Annotated[bool, typer.Option("--wait", help="Drive the retry here until done.")] = False,
+    classes: Annotated[
+        list[RetryClass] | None,
+        typer.Option(
+            "--class",
+            help="Failure class to resubmit (repeatable): retryable (default), or account"
+            " (credit, quota or billing failures, held until you fix the account).",
+        ),
+    ] = None,
 ) -> None:
-    """Retry a Job's retryable failures as child batches with new keys (for jobs whose
-    automatic retry is off). Running it twice starts nothing twice."""
+    """Retry a Job's waiting failures as child batches with new keys: retryable ones
+    (for jobs whose automatic retry is off), or with --class account the requests held
+    by an account failure, after a top-up. Running it twice starts nothing twice."""
+    wanted = [c.value for c in classes or [RetryClass.RETRYABLE]]
 
     async def go() -> tuple[list[str], JobStatus]:
         async with open_app() as rt:
-            created = await rt.kiln.retry(job)
+            created = await rt.kiln.retry(job, wanted)
             if wait and created:
                 return created, await drive(rt, job)
             if created:

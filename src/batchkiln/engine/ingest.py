@@ -151,6 +151,8 @@ class Ingestor:
                 continue
             error, retryable = _failure(result, ended_as, batch, policy)
             errors[seq] = error
+            if result is not None and result.failure == FailureClass.ACCOUNT:
+                continue  # held, no final outcome: `kiln retry --class account` after a top-up
             if ended_as == State.CANCELLED and (
                 result is None or result.outcome == Outcome.CANCELLED
             ):

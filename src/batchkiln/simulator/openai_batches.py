@@ -256,6 +256,15 @@ def _failure_line(
                 "code": "context_length_exceeded",
             }
         status = 400
+    elif kind == "credit_balance":
+        status = 429
+        err = {
+            "message": "You exceeded your current quota, please check your plan and billing"
+            " details.",
+            "type": "insufficient_quota",
+            "param": None,
+            "code": "insufficient_quota",
+        }
     elif kind == "overloaded":
         status = 503
         err = {
