@@ -14,7 +14,8 @@ Per request (decided when the batch is created):
 - `fail_ids`: exact outcomes, custom_id -> kind (`timeout`, `server_error`, `overloaded`,
   `invalid_request`, `credit_balance`: the account's credit or quota ran out). A key
   matches the wire custom_id or the part after the batch's tag prefix (`"<tag>-r3"`
-  matches `"r3"`). Each listed id fails in the first `fail_ids_times` batches that contain it, then succeeds (0 = fails every time).
+  matches `"r3"`). Each listed id fails in the first `fail_ids_times` batches that
+  contain it, then succeeds (0 = fails every time).
 
 Per batch:
 - `reject_batch`: `"invalid_json_line"` or `"token_limit_exceeded"`: the OpenAI batch ends
