@@ -23,7 +23,7 @@ from batchkiln.engine.kiln import JobStatus
 from batchkiln.engine.policy import JobOptions, RetryPolicy
 from batchkiln.errors import BudgetExceeded
 from batchkiln.export import ExportFormat, write_results
-from batchkiln.intake import InputError, KeyConflict, validate_file
+from batchkiln.intake import InputError, InvalidKey, KeyConflict, validate_file
 from batchkiln.settings import Settings
 from batchkiln.store import NotFound
 
@@ -312,7 +312,7 @@ def run_command(factory: Any) -> Any:
         return asyncio.run(factory())
     except InputError as exc:
         raise fail(str(exc), 2) from None
-    except KeyConflict as exc:
+    except (KeyConflict, InvalidKey) as exc:
         raise fail(str(exc), 2) from None
     except NotFound as exc:
         raise fail(str(exc), 2) from None

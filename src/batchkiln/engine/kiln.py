@@ -24,6 +24,7 @@ from batchkiln.engine.step import StepResult
 from batchkiln.engine.submission import Submitter
 from batchkiln.engine.tracking import Tracker
 from batchkiln.intake import batch_tag, derive_batch_key, iter_requests, job_key, validate_file
+from batchkiln.intake.keys import check_user_key
 from batchkiln.lifecycle import ENDED_AT_VENDOR, LIVE_AT_VENDOR, Event, State
 from batchkiln.providers.base import FailureClass, Provider, VendorError
 from batchkiln.store import BatchRow, JobRow, NewBatch, StaleTransition, Store
@@ -111,6 +112,8 @@ class Kiln:
         every bad line, a Job over a budget raises BudgetExceeded (with the
         estimate), and a valid one becomes not_submitted batches."""
         wire = self.provider(provider).name  # the wire format: "openai" or "anthropic"
+        if key is not None:
+            check_user_key(key)  # a bad key stops before the file is read
         summary = validate_file(path, provider=wire, model=model, endpoint=endpoint)  # type: ignore[arg-type]
         jkey = job_key(key, summary.fingerprint)
         new_batches = []
