@@ -22,7 +22,7 @@ from batchkiln.costs.report import submitted_estimate
 from batchkiln.engine.kiln import JobStatus
 from batchkiln.engine.policy import JobOptions, RetryPolicy
 from batchkiln.errors import BudgetExceeded
-from batchkiln.export import ExportFormat, write_results
+from batchkiln.export import ExportFormat, write_results, write_stream
 from batchkiln.intake import InputError, InvalidKey, KeyConflict, validate_file
 from batchkiln.settings import Settings
 from batchkiln.store import NotFound
@@ -250,21 +250,33 @@ def watch(job: Annotated[str, typer.Argument(help="Job id or key.")]) -> None:
 @app.command()
 def results(
     job: Annotated[str, typer.Argument(help="Job id or key.")],
-    output: Annotated[Path, typer.Option("-o", "--output", help="JSONL file to write.")] = Path(
-        "results.jsonl"
-    ),
+    output: Annotated[
+        Path,
+        typer.Option(
+            "-o",
+            "--output",
+            help="JSONL file to write ('-': stdout). A file is replaced atomically; a"
+            " symlink is written through to its target; a FIFO or device is written to.",
+        ),
+    ] = Path("results.jsonl"),
     fmt: Annotated[
         ExportFormat, typer.Option("--format", help="flat or vendor.")
     ] = ExportFormat.FLAT,
 ) -> None:
     """Write one line per request, in input order, under your custom_ids."""
+    to_stdout = str(output) == "-"
 
     async def go() -> int:
         async with open_app() as rt:
+            if to_stdout:
+                job_id = (await rt.kiln.store.jobs.get(job)).id
+                return await write_stream(rt.kiln.store, job_id, sys.stdout.buffer, fmt)
             return await write_results(rt.kiln.store, job, output, fmt)
 
     count = run_command(go)
-    console.print(f"wrote {count} results to {output}")
+    (err if to_stdout else console).print(
+        f"wrote {count} results to {'stdout' if to_stdout else output}"
+    )
 
 
 class RetryClass(StrEnum):
