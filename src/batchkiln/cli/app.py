@@ -21,7 +21,7 @@ from batchkiln.costs import estimate_file
 from batchkiln.costs.report import submitted_estimate
 from batchkiln.engine.kiln import JobStatus
 from batchkiln.engine.policy import JobOptions, RetryPolicy
-from batchkiln.errors import BudgetExceeded
+from batchkiln.errors import BudgetExceeded, ConfigError
 from batchkiln.export import ExportFormat, write_results, write_stream
 from batchkiln.intake import InputError, InvalidKey, KeyConflict, validate_file
 from batchkiln.settings import Settings
@@ -324,7 +324,7 @@ def run_command(factory: Any) -> Any:
         return asyncio.run(factory())
     except InputError as exc:
         raise fail(str(exc), 2) from None
-    except (KeyConflict, InvalidKey) as exc:
+    except (KeyConflict, InvalidKey, ConfigError) as exc:
         raise fail(str(exc), 2) from None
     except NotFound as exc:
         raise fail(str(exc), 2) from None
