@@ -246,6 +246,8 @@ def _result_row(batch: BatchRow, seq: int, line: ResultLine) -> dict[str, Any]:
         "input_tokens": line.usage.input_tokens,
         "cached_input_tokens": line.usage.cached_input_tokens,
         "output_tokens": line.usage.output_tokens,
+        "cache_write_5m_tokens": line.usage.cache_write_5m_tokens,
+        "cache_write_1h_tokens": line.usage.cache_write_1h_tokens,
         "billed": 1 if line.billed else 0,
         "raw": line.raw,
     }

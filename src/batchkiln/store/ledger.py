@@ -112,6 +112,12 @@ class Ledger:
                             "cached_input_tokens"
                         ),
                         func.coalesce(func.sum(results.c.output_tokens), 0).label("output_tokens"),
+                        func.coalesce(func.sum(results.c.cache_write_5m_tokens), 0).label(
+                            "cache_write_5m_tokens"
+                        ),
+                        func.coalesce(func.sum(results.c.cache_write_1h_tokens), 0).label(
+                            "cache_write_1h_tokens"
+                        ),
                     ).where(results.c.batch_id == batch_id, results.c.billed == 1)
                 )
             ).one()
