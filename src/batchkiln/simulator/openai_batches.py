@@ -350,6 +350,7 @@ def settle(b: OpenAIBatch, files: FileStore, now: float) -> bool:
         return True
     created = int(tl.ended_at())
     out, err = result_lines(b)
+    b.lines = []  # the request bodies were needed for the results only; the input file stays
     for kind, lines in (("output", out), ("error", err)):
         if not lines:
             continue  # a batch whose requests all failed has no output file, as the real one
