@@ -350,7 +350,9 @@ def settle(b: OpenAIBatch, files: FileStore, now: float) -> bool:
         return True
     created = int(tl.ended_at())
     out, err = result_lines(b)
-    b.lines = []  # the request bodies were needed for the results only; the input file stays
+    # the request bodies were needed for the results only (the input file keeps them);
+    # the ids and line numbers stay, for whoever inspects the batch
+    b.lines = [InputLine(ln.custom_id, None, ln.line) for ln in b.lines]
     for kind, lines in (("output", out), ("error", err)):
         if not lines:
             continue  # a batch whose requests all failed has no output file, as the real one
