@@ -121,6 +121,7 @@ class App:
             tracking=self.tracking,
             budget=self.budget,
             lease_seconds=self.settings.lease_seconds,
+            vendor_concurrency=self.settings.vendor_concurrency,
         )
 
     # -- building ---------------------------------------------------------------

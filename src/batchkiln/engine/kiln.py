@@ -6,6 +6,8 @@ Ingestor); the CLI, the worker and the service call it and nothing else.
 
 from __future__ import annotations
 
+import asyncio
+import logging
 import os
 import random
 import socket
@@ -17,16 +19,22 @@ from typing import Any
 from batchkiln.clock import Clock, SystemClock
 from batchkiln.engine.budget import BudgetGuard
 from batchkiln.engine.ingest import Ingestor, retry_child
+from batchkiln.engine.leases import LeaseKeeper
 from batchkiln.engine.policy import JobOptions
 from batchkiln.engine.refresh import ListRefresher
 from batchkiln.engine.schedule import Backoff, TrackingMode, TrackingPolicy
 from batchkiln.engine.step import StepResult
 from batchkiln.engine.submission import Submitter
+from batchkiln.engine.throttle import Throttle
 from batchkiln.engine.tracking import Tracker
+from batchkiln.errors import LeaseLost
 from batchkiln.intake import batch_tag, derive_batch_key, iter_requests, job_key, validate_file
 from batchkiln.lifecycle import ENDED_AT_VENDOR, LIVE_AT_VENDOR, Event, State
 from batchkiln.providers.base import Provider, VendorError
 from batchkiln.store import BatchRow, JobRow, NewBatch, StaleTransition, Store
+from batchkiln.store.leases import guarded_by
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -67,9 +75,11 @@ class Kiln:
         worker: str | None = None,
         backoff: Backoff | None = None,
         rng: random.Random | None = None,
-        lease_seconds: float = 900.0,  # > providers.base.CREATE_TIMEOUT_SECONDS
+        lease_seconds: float = 60.0,  # renewed by a heartbeat while a step runs
         tracking: TrackingPolicy | TrackingMode | str | None = None,
         budget: BudgetGuard | None = None,
+        vendor_limits: Mapping[str, int] | None = None,
+        vendor_concurrency: int = 8,
     ) -> None:
         self.store = store
         self.providers = providers  # may be lazy: a vendor is built on first use
@@ -78,6 +88,10 @@ class Kiln:
         self.backoff = backoff or Backoff()
         self.rng = rng or random.Random()
         self.lease_seconds = lease_seconds
+        self.leases = LeaseKeeper(store, self.clock, self.worker, lease_seconds)
+        self.throttle = Throttle(
+            store, self.clock, self.worker, limits=vendor_limits, default_limit=vendor_concurrency
+        )
         self.submitter = Submitter(store, self.clock, self.worker)
         # poll, webhook or hybrid (default: hybrid when a webhook secret is configured);
         # an explicit `backoff` is the polling schedule
@@ -91,9 +105,10 @@ class Kiln:
 
     def provider(self, name: str) -> Provider:
         try:
-            return self.providers[name]
+            raw = self.providers[name]
         except KeyError:
             raise LookupError(f"no provider {name!r} configured") from None
+        return self.throttle.wrap(raw)  # bounded calls, shared 429 pauses
 
     async def submit(
         self,
@@ -145,6 +160,8 @@ class Kiln:
         )
         if created and admitted is not None:
             await admitted.record(self.store, job.id, worker=self.worker)
+        if created:
+            await self.store.wake(job.id)  # idle workers (PostgreSQL) start on it now
         if not created:
             await self.store.audit.record(
                 "job.resubmitted",
@@ -177,13 +194,70 @@ class Kiln:
     async def run_once(self, *, limit: int = 10, job_id: str | None = None) -> int:
         """Claim due batches, step each, release each with its next check. Returns
         how many were stepped."""
+        claimed = await self.claim(limit=limit, job_id=job_id)
+        if not claimed:
+            return 0
+        try:
+            async with self.leases.beating():
+                listed = await self.list_refresh(claimed)  # several due: one list call
+                for batch in claimed:
+                    await self.step_claimed(batch, listed.get(batch.id))
+        finally:
+            for batch in claimed:
+                self.leases.drop(batch.id)
+        return len(claimed)
+
+    async def claim(self, *, limit: int = 10, job_id: str | None = None) -> list[BatchRow]:
+        """Lease up to `limit` due batches to this worker (the heartbeat keeps them)."""
         claimed = await self.store.batches.claim_due(
             worker=self.worker, lease_seconds=self.lease_seconds, limit=limit, job_id=job_id
         )
-        listed = await self.refresher.refresh(claimed)  # several due: one list call
-        for batch in claimed:
-            await self._step_and_release(batch, listed.get(batch.id))
-        return len(claimed)
+        self.leases.hold(b.id for b in claimed)
+        return claimed
+
+    async def list_refresh(self, claimed: list[BatchRow]) -> dict[str, StepResult]:
+        """One list call for the claimed live batches of a provider (see engine.refresh)."""
+        with guarded_by(self.worker):
+            try:
+                return await self.refresher.refresh(claimed)
+            except LeaseLost as exc:  # the others are stepped one by one
+                log.warning("%s", exc)
+                return {}
+
+    async def step_claimed(self, batch: BatchRow, done: StepResult | None = None) -> None:
+        """Step one claimed batch under its lease, then release it with its next check.
+
+        The step runs in a task of its own that the heartbeat cancels if the lease is
+        lost; every write it makes is lease-guarded (store.leases). Cancelled from
+        outside (a stop past its grace period), the lease is released at once, due now,
+        so another worker resumes the batch from its persisted state."""
+        task = asyncio.ensure_future(self._guarded_step(batch, done))
+        self.leases.attach(batch.id, task)
+        try:
+            await task
+        except asyncio.CancelledError:
+            current = asyncio.current_task()
+            if current is not None and current.cancelling():
+                await asyncio.shield(self._give_back(batch))
+                raise
+            log.warning("step of %s stopped: its lease was lost", batch.id)
+        finally:
+            self.leases.drop(batch.id)
+
+    async def _give_back(self, batch: BatchRow) -> None:
+        try:
+            await self.store.batches.release(
+                batch.id, worker=self.worker, next_check_at=self.clock.now()
+            )
+        except Exception as exc:  # the lease then runs out by itself
+            log.warning("could not release %s: %r", batch.id, exc)
+
+    async def _guarded_step(self, batch: BatchRow, done: StepResult | None) -> None:
+        with guarded_by(self.worker):
+            try:
+                await self._step_and_release(batch, done)
+            except LeaseLost as exc:  # taken over: stop, write nothing more
+                log.warning("%s", exc)
 
     async def _step_and_release(self, batch: BatchRow, done: StepResult | None = None) -> None:
         try:
@@ -271,6 +345,8 @@ class Kiln:
             else:
                 continue
             cancelled.append(batch.id)
+        if cancelled:
+            await self.store.wake(job.id)
         return cancelled
 
     async def retry(self, job_ref: str) -> list[str]:
@@ -293,4 +369,6 @@ class Kiln:
             child_id = await self.store.ledger.add_child(parent, child, worker=self.worker)
             if child_id is not None:
                 created.append(child_id)
+        if created:
+            await self.store.wake(job.id)
         return created

@@ -2,23 +2,29 @@
 
 Every state change is `UPDATE ... WHERE id = :id AND state = :from`; zero rows
 means another worker moved the batch first, and the caller gets StaleTransition.
+Inside a leased step (see store.leases) the WHERE also names the lease owner, and
+a lease taken over by another worker raises LeaseLost instead: nothing is written.
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
-from sqlalchemy import and_, or_, select, update
+from sqlalchemy import and_, case, func, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from batchkiln.clock import Clock
-from batchkiln.errors import NotFound, StaleTransition
+from batchkiln.errors import LeaseLost, NotFound, StaleTransition
 from batchkiln.lifecycle import Event, State, apply_event
 from batchkiln.store.audit import append_event
+from batchkiln.store.leases import check_lease, lease_owner
 from batchkiln.store.rows import BatchRow, from_row
 from batchkiln.store.tables import batches
+from batchkiln.store.wakeups import notify_due
 
 _STATE_COLUMNS = {"state"}
+_guard = lease_owner
 
 
 class BatchRepository:
@@ -65,25 +71,32 @@ class BatchRepository:
         worker: str | None = None,
         values: dict[str, Any] | None = None,
         data: dict[str, Any] | None = None,
+        lease_owner: str | None = None,
     ) -> State:
         """Move a batch by `event` if it is still in `from_state`; audit it in the same
-        transaction. Raises IllegalTransition (not in the table) or StaleTransition."""
+        transaction. Raises IllegalTransition (not in the table) or StaleTransition.
+        With `lease_owner` (default: the step's lease guard), only while that worker
+        holds the batch's lease; LeaseLost otherwise."""
         batch_id = batch if isinstance(batch, str) else batch.id
         to_state = apply_event(batch_id, from_state, event)
         extra = dict(values or {})
         if _STATE_COLUMNS & extra.keys():
             raise ValueError("state changes go through the event, not values")
         now = self._clock.now()
+        owner = lease_owner if lease_owner is not None else _guard()
+        where = and_(batches.c.id == batch_id, batches.c.state == from_state.value)
+        if owner is not None:
+            where = and_(where, batches.c.lease_owner == owner)
         async with self._engine.begin() as conn:
             result = await conn.execute(
-                update(batches)
-                .where(and_(batches.c.id == batch_id, batches.c.state == from_state.value))
-                .values(state=to_state.value, updated_at=now, **extra)
+                update(batches).where(where).values(state=to_state.value, updated_at=now, **extra)
             )
             if result.rowcount == 0:
                 current = (
                     await conn.execute(select(batches.c.state).where(batches.c.id == batch_id))
                 ).scalar()
+                if owner is not None and current == from_state.value:
+                    raise LeaseLost(batch_id, owner)
                 raise StaleTransition(batch_id, from_state, State(current) if current else None)
             job_id = (
                 await conn.execute(select(batches.c.job_id).where(batches.c.id == batch_id))
@@ -107,6 +120,7 @@ class BatchRepository:
         if _STATE_COLUMNS & values.keys():
             raise ValueError("state changes go through transition()")
         async with self._engine.begin() as conn:
+            await check_lease(conn, batch_id)
             await conn.execute(
                 update(batches)
                 .where(batches.c.id == batch_id)
@@ -115,6 +129,7 @@ class BatchRepository:
 
     async def add_vendor_calls(self, batch_id: str, calls: int) -> None:
         async with self._engine.begin() as conn:
+            await check_lease(conn, batch_id)
             await conn.execute(
                 update(batches)
                 .where(batches.c.id == batch_id)
@@ -156,23 +171,54 @@ class BatchRepository:
             rows = await conn.execute(select(batches).where(batches.c.id.in_(ids)))
             return [from_row(BatchRow, r) for r in rows.mappings()]
 
-    async def release(self, batch_id: str, *, worker: str, next_check_at: float | None) -> None:
-        """Give up a lease we hold and set when the batch is next due (None: never)."""
+    async def release(self, batch_id: str, *, worker: str, next_check_at: float | None) -> bool:
+        """Give up a lease we hold and set when the batch is next due (None: never).
+        False: the lease was no longer ours (nothing written)."""
         async with self._engine.begin() as conn:
-            await conn.execute(
+            result = await conn.execute(
                 update(batches)
                 .where(batches.c.id == batch_id, batches.c.lease_owner == worker)
                 .values(lease_owner=None, lease_expires_at=None, next_check_at=next_check_at)
             )
+            return bool(result.rowcount)
+
+    async def renew(
+        self, batch_ids: Sequence[str], *, worker: str, lease_seconds: float
+    ) -> set[str]:
+        """The heartbeat: extend `worker`'s leases on `batch_ids`; returns the ids still
+        held (a missing one expired and was claimed by another worker: lost)."""
+        if not batch_ids:
+            return set()
+        until = self._clock.now() + lease_seconds
+        async with self._engine.begin() as conn:
+            await conn.execute(
+                update(batches)
+                .where(batches.c.id.in_(list(batch_ids)), batches.c.lease_owner == worker)
+                .values(lease_expires_at=until)
+            )
+            held = await conn.execute(
+                select(batches.c.id).where(
+                    batches.c.id.in_(list(batch_ids)), batches.c.lease_owner == worker
+                )
+            )
+            return set(held.scalars())
+
+    async def leased(self) -> list[BatchRow]:
+        """Batches whose lease is set (held, or expired and not yet claimed again)."""
+        async with self._engine.connect() as conn:
+            rows = await conn.execute(select(batches).where(batches.c.lease_owner.is_not(None)))
+            return [from_row(BatchRow, r) for r in rows.mappings()]
 
     async def mark_due(self, batch_id: str, *, at: float | None = None) -> None:
-        """Make a batch due now (a webhook said it changed): its state is then fetched."""
+        """Make a batch due now (a webhook said it changed): its state is then fetched.
+        On PostgreSQL, idle workers are woken (NOTIFY, delivered at commit)."""
         async with self._engine.begin() as conn:
             await conn.execute(
                 update(batches)
                 .where(batches.c.id == batch_id, batches.c.state != State.DONE.value)
                 .values(next_check_at=self._clock.now() if at is None else at)
             )
+            await notify_due(conn, batch_id)
 
     async def next_due_at(self, *, job_id: str | None = None) -> float | None:
         """When the earliest batch becomes due (so an idle worker knows how long to wait)."""
@@ -186,6 +232,26 @@ class BatchRepository:
             query = query.where(batches.c.job_id == job_id)
         async with self._engine.connect() as conn:
             return (await conn.execute(query)).scalar()
+
+    async def next_claimable_at(self) -> float | None:
+        """When the earliest batch is both due and free of any lease (a dead worker's
+        lease must run out first), so idle workers do not spin on a held batch."""
+        free_at = case(
+            (
+                and_(
+                    batches.c.lease_expires_at.is_not(None),
+                    batches.c.lease_expires_at > batches.c.next_check_at,
+                ),
+                batches.c.lease_expires_at,
+            ),
+            else_=batches.c.next_check_at,
+        )
+        query = select(func.min(free_at)).where(
+            batches.c.state != State.DONE.value, batches.c.next_check_at.is_not(None)
+        )
+        async with self._engine.connect() as conn:
+            found = (await conn.execute(query)).scalar()
+        return None if found is None else float(found)
 
     async def live(self) -> list[BatchRow]:
         async with self._engine.connect() as conn:

@@ -21,6 +21,7 @@ from batchkiln.errors import StaleTransition
 from batchkiln.lifecycle import Event, State, apply_event
 from batchkiln.store.audit import append_event
 from batchkiln.store.jobs import finish_if_settled, new_id
+from batchkiln.store.leases import check_lease
 from batchkiln.store.rows import BatchRow, RequestRow, from_row
 from batchkiln.store.tables import batches, costs, idempotency_keys, requests, results
 
@@ -82,6 +83,8 @@ class Ledger:
         if not rows:
             return
         async with self._engine.begin() as conn:
+            for batch_id in {str(r["batch_id"]) for r in rows}:
+                await check_lease(conn, batch_id)  # inside a leased step: only under its lease
             for start in range(0, len(rows), _CHUNK):
                 await conn.execute(
                     insert_ignoring_duplicates(conn, results), rows[start : start + _CHUNK]
@@ -127,6 +130,7 @@ class Ledger:
         now = self._clock.now()
         to_state = apply_event(batch.id, State.DOWNLOADING, Event.INGESTED)
         async with self._engine.begin() as conn:
+            await check_lease(conn, batch.id)  # inside a leased step: only under its lease
             moved = await conn.execute(
                 update(batches)
                 .where(batches.c.id == batch.id, batches.c.state == State.DOWNLOADING.value)
