@@ -275,9 +275,9 @@ class Kiln:
             delay = self.backoff.delay(batch.check_attempt, self.rng, retry_after=exc.retry_after)
             result = StepResult(delay, "vendor error", retry_after=exc.retry_after)
         after = await self.store.batches.get(batch.id)
-        await self.store.batches.release(
-            batch.id, worker=self.worker, next_check_at=await self._next_check(after, result)
-        )
+        next_check_at = await self._next_check(after, result)
+        self.leases.drop(batch.id)  # released next: the heartbeat must not call it lost
+        await self.store.batches.release(batch.id, worker=self.worker, next_check_at=next_check_at)
 
     async def _next_check(self, batch: BatchRow, result: StepResult) -> float | None:
         if batch.state == State.DONE:

@@ -75,7 +75,8 @@ class LeaseKeeper:
         kept = await self.store.batches.renew(
             ids, worker=self.worker, lease_seconds=self.lease_seconds
         )
-        lost = {batch_id for batch_id in ids if batch_id not in kept}
+        # a lease released while the renewal ran was dropped first: not lost
+        lost = {batch_id for batch_id in ids if batch_id not in kept and batch_id in self._held}
         for batch_id in lost:
             task = self._held.pop(batch_id, None)
             self.lost.add(batch_id)

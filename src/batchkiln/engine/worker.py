@@ -37,6 +37,7 @@ from batchkiln.clock import FakeClock
 from batchkiln.engine.kiln import Kiln
 from batchkiln.engine.leases import real_interval
 from batchkiln.engine.step import StepResult
+from batchkiln.errors import KilnError
 from batchkiln.store import BatchRow
 from batchkiln.store.wakeups import DueListener, SqliteWorkerLock, sqlite_database
 
@@ -145,6 +146,7 @@ class Worker:
         if self.register:
             from batchkiln import __version__
 
+            self._warm_up()
             await store.workers.register(
                 self.kiln.worker,
                 host=socket.gethostname(),
@@ -167,6 +169,13 @@ class Worker:
             )
             await self._listener.connect()
             stack.push_async_callback(self._listener.close)
+
+    def _warm_up(self) -> None:
+        """Build the providers now: importing a vendor SDK takes seconds on a busy
+        machine and blocks the event loop (and so the heartbeat) inside a first step."""
+        for name in list(self.kiln.providers):
+            with contextlib.suppress(KilnError, LookupError):
+                self.kiln.providers[name]  # a vendor with no credentials stays unbuilt
 
     async def _loop(self, max_steps: int | None) -> None:
         while not self._stop.is_set():
@@ -240,10 +249,16 @@ class Worker:
             return
         if self._listener is not None and not self._listener.connected:
             await self._listener.connect()  # lost: polling meanwhile, reconnect now
+        if self._tasks and real_interval(self.kiln.clock, 1.0) is None:
+            # a test's clock moves only when slept on: waiting on it while steps run
+            # would move time under them (and expire their leases); wait for a step
+            await self._wait(self._tasks)
+            return
         due = await self.kiln.store.batches.next_claimable_at()
         now = self.kiln.clock.now()
         wait = self.idle_cap if due is None else min(self.idle_cap, max(0.0, due - now))
-        await self._wait(self._tasks, max(wait, self._floor()))
+        # a batch due but not yet claimable (its lease ends exactly now): step past it
+        await self._wait(self._tasks, max(wait, self._floor(), 0.001))
 
     def _floor(self) -> float:
         """The shortest idle wait, in clock seconds (none on a test's fake clock)."""

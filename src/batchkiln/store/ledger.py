@@ -134,7 +134,13 @@ class Ledger:
             moved = await conn.execute(
                 update(batches)
                 .where(batches.c.id == batch.id, batches.c.state == State.DOWNLOADING.value)
-                .values(state=to_state.value, updated_at=now, next_check_at=None)
+                .values(
+                    state=to_state.value,
+                    updated_at=now,
+                    next_check_at=None,
+                    lease_owner=None,  # done: never claimed again, so no lease is left behind
+                    lease_expires_at=None,
+                )
             )
             if moved.rowcount == 0:
                 raise StaleTransition(batch.id, State.DOWNLOADING, None)
