@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from batchkiln.clock import Clock, SystemClock
+from batchkiln.costs import FileEstimator
 from batchkiln.engine.budget import BudgetGuard
 from batchkiln.engine.ingest import Ingestor, retry_child
 from batchkiln.engine.leases import LeaseKeeper
@@ -29,8 +30,9 @@ from batchkiln.engine.throttle import Throttle
 from batchkiln.engine.tracking import Tracker
 from batchkiln.errors import LeaseLost
 from batchkiln.intake import batch_tag, derive_batch_key, iter_requests, job_key, validate_file
-from batchkiln.lifecycle import ENDED_AT_VENDOR, LIVE_AT_VENDOR, Event, State
+from batchkiln.lifecycle import ENDED_AT_VENDOR, LIVE_AT_VENDOR, Event, JobState, State
 from batchkiln.providers.base import Provider, VendorError
+from batchkiln.providers.counted import CountedProvider
 from batchkiln.store import BatchRow, JobRow, NewBatch, StaleTransition, Store
 from batchkiln.store.leases import guarded_by
 
@@ -51,12 +53,13 @@ class JobStatus:
 
     @property
     def state(self) -> str:
-        """One word for scripts: done, or the least advanced live batch state."""
-        if self.job.status == "done":
-            return "done"
+        """One word for scripts: the Job's state once it is done or awaiting a retry,
+        else the least advanced live batch state."""
+        if self.job.status != JobState.ACTIVE:
+            return self.job.status.value
         live = [b for b in self.batches if b.state != State.DONE]
         if not live:
-            return "awaiting_retry" if self.counts.get("pending") else "done"
+            return self.job.status.value
         order = list(State)
         return min(live, key=lambda b: order.index(b.state)).state.value
 
@@ -126,7 +129,16 @@ class Kiln:
         every bad line, a Job over a budget raises BudgetExceeded (with the
         estimate), and a valid one becomes not_submitted batches."""
         wire = self.provider(provider).name  # the wire format: "openai" or "anthropic"
-        summary = validate_file(path, provider=wire, model=model, endpoint=endpoint)  # type: ignore[arg-type]
+        # Pass 1: validate, fingerprint, plan and estimate in one streaming read.
+        estimator = FileEstimator(wire)
+        summary = validate_file(
+            path,
+            provider=wire,  # type: ignore[arg-type]
+            model=model,
+            endpoint=endpoint,
+            on_request=estimator,
+        )
+        total, parts = estimator.finish()
         jkey = job_key(key, summary.fingerprint)
         new_batches = []
         for shard in summary.shards:
@@ -142,8 +154,21 @@ class Kiln:
                 )
             )
         options = options or JobOptions()
-        admitted = await self.budget.admit_file(  # BudgetExceeded
-            summary, options, key=jkey, batch_keys=[b.key for b in new_batches], worker=self.worker
+        admitted = await self.budget.admit_new(  # BudgetExceeded
+            total,
+            parts,
+            options,
+            key=jkey,
+            batch_keys=[b.key for b in new_batches],
+            worker=self.worker,
+        )
+        # Pass 2: store, refusing a file whose content changed since pass 1 (FileChanged).
+        rows = iter_requests(
+            path,
+            provider=wire,  # type: ignore[arg-type]
+            model=model,
+            endpoint=endpoint,
+            expect_fingerprint=summary.fingerprint,
         )
         job, created = await self.store.jobs.create(
             key=jkey,
@@ -154,12 +179,11 @@ class Kiln:
             source=str(path),
             request_count=summary.count,
             options=options.model_dump(),
-            request_rows=iter_requests(path, provider=wire, model=model, endpoint=endpoint),  # type: ignore[arg-type]
+            request_rows=rows,
             new_batches=new_batches,
             worker=self.worker,
+            estimate=admitted,
         )
-        if created and admitted is not None:
-            await admitted.record(self.store, job.id, worker=self.worker)
         if created:
             await self.store.wake(job.id)  # idle workers (PostgreSQL) start on it now
         if not created:
@@ -179,10 +203,12 @@ class Kiln:
             await self.store.ledger.job_counts(job.id),
         )
 
-    async def step(self, batch: BatchRow) -> StepResult:
-        """Run the one step a batch's state calls for."""
-        job = await self.store.jobs.get(batch.job_id)
-        provider = self.provider(job.provider)
+    async def step(
+        self, batch: BatchRow, job: JobRow | None = None, provider: Provider | None = None
+    ) -> StepResult:
+        """Run the one step a batch's state calls for (`job`: its Job, if already read)."""
+        job = job or await self.store.jobs.get(batch.job_id)
+        provider = provider or self.provider(job.provider)
         if batch.state in (State.NOT_SUBMITTED, State.SUBMITTING):
             return await self.submitter.submit(job, batch, provider)
         if batch.state in LIVE_AT_VENDOR:
@@ -194,44 +220,52 @@ class Kiln:
     async def run_once(self, *, limit: int = 10, job_id: str | None = None) -> int:
         """Claim due batches, step each, release each with its next check. Returns
         how many were stepped."""
-        claimed = await self.claim(limit=limit, job_id=job_id)
+        claimed, jobs = await self.claim(limit=limit, job_id=job_id)
         if not claimed:
             return 0
         try:
             async with self.leases.beating():
-                listed = await self.list_refresh(claimed)  # several due: one list call
+                listed = await self.list_refresh(claimed, jobs)  # several due: one list call
                 for batch in claimed:
-                    await self.step_claimed(batch, listed.get(batch.id))
+                    await self.step_claimed(batch, jobs[batch.job_id], listed.get(batch.id))
         finally:
             for batch in claimed:
                 self.leases.drop(batch.id)
         return len(claimed)
 
-    async def claim(self, *, limit: int = 10, job_id: str | None = None) -> list[BatchRow]:
-        """Lease up to `limit` due batches to this worker (the heartbeat keeps them)."""
+    async def claim(
+        self, *, limit: int = 10, job_id: str | None = None
+    ) -> tuple[list[BatchRow], dict[str, JobRow]]:
+        """Lease up to `limit` due batches to this worker (the heartbeat keeps them);
+        with their Jobs, read once for all."""
         claimed = await self.store.batches.claim_due(
             worker=self.worker, lease_seconds=self.lease_seconds, limit=limit, job_id=job_id
         )
         self.leases.hold(b.id for b in claimed)
-        return claimed
+        jobs = await self.store.jobs.many(b.job_id for b in claimed) if claimed else {}
+        return claimed, jobs
 
-    async def list_refresh(self, claimed: list[BatchRow]) -> dict[str, StepResult]:
+    async def list_refresh(
+        self, claimed: list[BatchRow], jobs: Mapping[str, JobRow]
+    ) -> dict[str, StepResult]:
         """One list call for the claimed live batches of a provider (see engine.refresh)."""
         with guarded_by(self.worker):
             try:
-                return await self.refresher.refresh(claimed)
+                return await self.refresher.refresh(claimed, jobs)
             except LeaseLost as exc:  # the others are stepped one by one
                 log.warning("%s", exc)
                 return {}
 
-    async def step_claimed(self, batch: BatchRow, done: StepResult | None = None) -> None:
+    async def step_claimed(
+        self, batch: BatchRow, job: JobRow, done: StepResult | None = None
+    ) -> None:
         """Step one claimed batch under its lease, then release it with its next check.
 
         The step runs in a task of its own that the heartbeat cancels if the lease is
         lost; every write it makes is lease-guarded (store.leases). Cancelled from
         outside (a stop past its grace period), the lease is released at once, due now,
         so another worker resumes the batch from its persisted state."""
-        task = asyncio.ensure_future(self._guarded_step(batch, done))
+        task = asyncio.ensure_future(self._guarded_step(batch, job, done))
         self.leases.attach(batch.id, task)
         try:
             await task
@@ -252,16 +286,19 @@ class Kiln:
         except Exception as exc:  # the lease then runs out by itself
             log.warning("could not release %s: %r", batch.id, exc)
 
-    async def _guarded_step(self, batch: BatchRow, done: StepResult | None) -> None:
+    async def _guarded_step(self, batch: BatchRow, job: JobRow, done: StepResult | None) -> None:
         with guarded_by(self.worker):
             try:
-                await self._step_and_release(batch, done)
+                await self._step_and_release(batch, job, done)
             except LeaseLost as exc:  # taken over: stop, write nothing more
                 log.warning("%s", exc)
 
-    async def _step_and_release(self, batch: BatchRow, done: StepResult | None = None) -> None:
+    async def _step_and_release(
+        self, batch: BatchRow, job: JobRow, done: StepResult | None = None
+    ) -> None:
+        provider = CountedProvider(self.provider(job.provider))  # counts this step's calls
         try:
-            result = done if done is not None else await self.step(batch)
+            result = done if done is not None else await self.step(batch, job, provider)
         except StaleTransition as exc:
             result = StepResult(0, str(exc))
         except VendorError as exc:
@@ -273,13 +310,15 @@ class Kiln:
                 reason=f"{batch.state.value}: {exc.message}",
             )
             delay = self.backoff.delay(batch.check_attempt, self.rng, retry_after=exc.retry_after)
-            result = StepResult(delay, "vendor error", retry_after=exc.retry_after)
+            result = StepResult(delay, "vendor error")
         after = await self.store.batches.get(batch.id)
-        next_check_at = await self._next_check(after, result)
+        next_check_at = self._next_check(after, result, provider)
         self.leases.drop(batch.id)  # released next: the heartbeat must not call it lost
-        await self.store.batches.release(batch.id, worker=self.worker, next_check_at=next_check_at)
+        await self.store.batches.release(
+            batch.id, worker=self.worker, next_check_at=next_check_at, vendor_calls=provider.calls
+        )
 
-    async def _next_check(self, batch: BatchRow, result: StepResult) -> float | None:
+    def _next_check(self, batch: BatchRow, result: StepResult, provider: Provider) -> float | None:
         if batch.state == State.DONE:
             return None
         if batch.state not in LIVE_AT_VENDOR:
@@ -287,7 +326,6 @@ class Kiln:
             return self.clock.now() + (0.0 if delay is None else delay)
         delay = result.next_check_in
         if delay is None:  # just accepted: the first check of the batch's mode
-            provider = self.provider((await self.store.jobs.get(batch.job_id)).provider)
             delay = self.tracking.backoff_for(provider).delay(batch.check_attempt, self.rng)
         return self.tracking.align(self.clock.now() + delay)
 

@@ -38,7 +38,7 @@ from batchkiln.engine.kiln import Kiln
 from batchkiln.engine.leases import real_interval
 from batchkiln.engine.step import StepResult
 from batchkiln.errors import KilnError
-from batchkiln.store import BatchRow
+from batchkiln.store import BatchRow, JobRow
 from batchkiln.store.wakeups import DueListener, SqliteWorkerLock, sqlite_database
 
 if TYPE_CHECKING:
@@ -77,7 +77,7 @@ class Worker:
         self._stop = asyncio.Event()
         self._wake = asyncio.Event()
         self._last_housekeeping: float | None = None
-        self._queue: deque[tuple[BatchRow, StepResult | None]] = deque()
+        self._queue: deque[tuple[BatchRow, JobRow, StepResult | None]] = deque()
         self._tasks: set[asyncio.Task[None]] = set()
         self._listener: DueListener | None = None
 
@@ -203,17 +203,17 @@ class Worker:
             limit = min(limit, max_steps - self.steps - len(self._tasks))
         if limit <= 0:
             return 0
-        claimed = await self.kiln.claim(limit=limit)
+        claimed, jobs = await self.kiln.claim(limit=limit)
         if not claimed:
             return 0
-        listed = await self.kiln.list_refresh(claimed)  # several due: one list call
-        self._queue.extend((batch, listed.get(batch.id)) for batch in claimed)
+        listed = await self.kiln.list_refresh(claimed, jobs)  # several due: one list call
+        self._queue.extend((b, jobs[b.job_id], listed.get(b.id)) for b in claimed)
         return len(claimed)
 
     def _spawn(self) -> None:
         while self._queue and len(self._tasks) < self.concurrency:
-            batch, done = self._queue.popleft()
-            task = asyncio.create_task(self.kiln.step_claimed(batch, done))
+            batch, job, done = self._queue.popleft()
+            task = asyncio.create_task(self.kiln.step_claimed(batch, job, done))
             self._tasks.add(task)
             task.add_done_callback(self._finished)
 
@@ -273,7 +273,7 @@ class Worker:
         """Give back queued batches, let steps in flight finish within the grace period,
         then cancel the rest (each releases its lease due now)."""
         while self._queue:
-            batch, _ = self._queue.popleft()
+            batch, _, _ = self._queue.popleft()
             self.kiln.leases.drop(batch.id)
             await self.kiln.store.batches.release(
                 batch.id, worker=self.kiln.worker, next_check_at=batch.next_check_at

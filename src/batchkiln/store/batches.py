@@ -1,9 +1,10 @@
 """Batch rows: guarded transitions, the persisted schedule, and leases.
 
-Every state change is `UPDATE ... WHERE id = :id AND state = :from`; zero rows
-means another worker moved the batch first, and the caller gets StaleTransition.
-Inside a leased step (see store.leases) the WHERE also names the lease owner, and
-a lease taken over by another worker raises LeaseLost instead: nothing is written.
+Every state change goes through `store.transitions.move` (`UPDATE ... WHERE id = :id
+AND state = :from`); zero rows means another worker moved the batch first, and the
+caller gets StaleTransition. Inside a leased step (see store.leases) the WHERE also
+names the lease owner, and a lease taken over by another worker raises LeaseLost
+instead: nothing is written.
 """
 
 from __future__ import annotations
@@ -16,11 +17,11 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from batchkiln.clock import Clock
 from batchkiln.errors import LeaseLost, NotFound, StaleTransition
-from batchkiln.lifecycle import Event, State, apply_event
-from batchkiln.store.audit import append_event
+from batchkiln.lifecycle import Event, State
 from batchkiln.store.leases import check_lease, lease_owner
 from batchkiln.store.rows import BatchRow, from_row
 from batchkiln.store.tables import batches
+from batchkiln.store.transitions import BATCHES, move
 from batchkiln.store.wakeups import notify_due
 
 _STATE_COLUMNS = {"state"}
@@ -72,48 +73,35 @@ class BatchRepository:
         values: dict[str, Any] | None = None,
         data: dict[str, Any] | None = None,
         lease_owner: str | None = None,
-    ) -> State:
-        """Move a batch by `event` if it is still in `from_state`; audit it in the same
-        transaction. Raises IllegalTransition (not in the table) or StaleTransition.
-        With `lease_owner` (default: the step's lease guard), only while that worker
-        holds the batch's lease; LeaseLost otherwise."""
+    ) -> BatchRow:
+        """Move a batch by `event` if it is still in `from_state`, with its audit event, in
+        a transaction of its own; returns the moved row. Raises IllegalTransition (not in
+        the table) or StaleTransition (someone else moved it). With `lease_owner`
+        (default: the step's lease guard), only while that worker holds the batch's
+        lease; LeaseLost otherwise."""
         batch_id = batch if isinstance(batch, str) else batch.id
-        to_state = apply_event(batch_id, from_state, event)
-        extra = dict(values or {})
-        if _STATE_COLUMNS & extra.keys():
-            raise ValueError("state changes go through the event, not values")
-        now = self._clock.now()
         owner = lease_owner if lease_owner is not None else _guard()
-        where = and_(batches.c.id == batch_id, batches.c.state == from_state.value)
-        if owner is not None:
-            where = and_(where, batches.c.lease_owner == owner)
-        async with self._engine.begin() as conn:
-            result = await conn.execute(
-                update(batches).where(where).values(state=to_state.value, updated_at=now, **extra)
-            )
-            if result.rowcount == 0:
-                current = (
-                    await conn.execute(select(batches.c.state).where(batches.c.id == batch_id))
-                ).scalar()
-                if owner is not None and current == from_state.value:
-                    raise LeaseLost(batch_id, owner)
-                raise StaleTransition(batch_id, from_state, State(current) if current else None)
-            job_id = (
-                await conn.execute(select(batches.c.job_id).where(batches.c.id == batch_id))
-            ).scalar_one()
-            await append_event(
-                conn,
-                at=now,
-                kind=f"batch.{event.value}",
-                job_id=job_id,
-                batch_id=batch_id,
-                from_state=from_state.value,
-                to_state=to_state.value,
-                reason=reason,
-                worker=worker,
-                data=data,
-            )
-        return to_state
+        guards = () if owner is None else (batches.c.lease_owner == owner,)
+        try:
+            async with self._engine.begin() as conn:
+                row = await move(
+                    conn,
+                    BATCHES,
+                    batch_id,
+                    from_state,
+                    event,
+                    now=self._clock.now(),
+                    reason=reason,
+                    worker=worker,
+                    values=values,
+                    data=data,
+                    guards=guards,
+                )
+        except StaleTransition as exc:
+            if owner is not None and exc.actual == from_state:  # the state held, the lease not
+                raise LeaseLost(batch_id, owner) from None
+            raise
+        return from_row(BatchRow, row)
 
     async def update(self, batch_id: str, **values: Any) -> None:
         """Change bookkeeping columns (schedule, counters, vendor snapshot), never the state."""
@@ -171,14 +159,27 @@ class BatchRepository:
             rows = await conn.execute(select(batches).where(batches.c.id.in_(ids)))
             return [from_row(BatchRow, r) for r in rows.mappings()]
 
-    async def release(self, batch_id: str, *, worker: str, next_check_at: float | None) -> bool:
-        """Give up a lease we hold and set when the batch is next due (None: never).
-        False: the lease was no longer ours (nothing written)."""
+    async def release(
+        self,
+        batch_id: str,
+        *,
+        worker: str,
+        next_check_at: float | None,
+        vendor_calls: int = 0,
+    ) -> bool:
+        """Give up a lease we hold, set when the batch is next due (None: never) and add
+        the vendor calls the step made, in one write. False: the lease was no longer
+        ours (nothing written)."""
         async with self._engine.begin() as conn:
             result = await conn.execute(
                 update(batches)
                 .where(batches.c.id == batch_id, batches.c.lease_owner == worker)
-                .values(lease_owner=None, lease_expires_at=None, next_check_at=next_check_at)
+                .values(
+                    lease_owner=None,
+                    lease_expires_at=None,
+                    next_check_at=next_check_at,
+                    vendor_calls=batches.c.vendor_calls + vendor_calls,
+                )
             )
             return bool(result.rowcount)
 

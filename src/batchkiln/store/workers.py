@@ -20,7 +20,7 @@ from sqlalchemy import delete, select, update
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from batchkiln.clock import Clock
-from batchkiln.store.ledger import insert_ignoring_duplicates
+from batchkiln.store.database import insert_ignoring_duplicates
 from batchkiln.store.tables import vendor_pauses, workers
 
 

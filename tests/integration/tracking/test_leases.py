@@ -110,7 +110,8 @@ async def test_a_create_whose_lease_was_taken_over_is_adopted_not_resent(world: 
     row = await world.store.batches.get(batch.id)
     assert (row.state, row.lease_owner, row.vendor_id) == (State.SUBMITTING, "w2", None)
     assert world.sim.counters.batches_created == 1
-    await _kiln(world, "w2").step_claimed(row)  # w2 holds the lease: reconcile first
+    job_row = await world.store.jobs.get(row.job_id)
+    await _kiln(world, "w2").step_claimed(row, job_row)  # w2 holds the lease: reconcile
     row = await world.store.batches.get(batch.id)
     assert row.state == State.PENDING and row.vendor_id is not None
     assert world.sim.counters.batches_created == 1
