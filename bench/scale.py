@@ -123,12 +123,17 @@ def write_jobs(tmp: Path, jobs: int, requests: int) -> list[Path]:
     return paths
 
 
+SYNC_OFF = False  # --sync-off: diagnosis only (commits no longer wait for the WAL fsync)
+
+
 async def new_database(kind: str, tmp: Path) -> tuple[str, str | None]:
     if kind == "sqlite":
         return f"sqlite:///{tmp}/bench-{uuid.uuid4().hex[:6]}.db", None
     name = f"kiln_bench_{uuid.uuid4().hex[:8]}"
     conn = await asyncpg.connect(PG_ADMIN)
     await conn.execute(f'CREATE DATABASE "{name}"')
+    if SYNC_OFF:
+        await conn.execute(f'ALTER DATABASE "{name}" SET synchronous_commit = off')
     await conn.close()
     return PG_ADMIN.rsplit("/", 1)[0] + f"/{name}", name
 
@@ -363,7 +368,14 @@ async def main() -> None:
     parser.add_argument(
         "--only", nargs=3, metavar=("STORE", "WORKERS", "CONCURRENCY"), help="one config only"
     )
+    parser.add_argument(
+        "--sync-off",
+        action="store_true",
+        help="PostgreSQL synchronous_commit=off (to see what the WAL fsync costs; unsafe)",
+    )
     args = parser.parse_args()
+    global SYNC_OFF
+    SYNC_OFF = args.sync_off
     with tempfile.TemporaryDirectory(prefix="kiln-scale-") as tmp_name:
         tmp = Path(tmp_name)
         if args.profile:

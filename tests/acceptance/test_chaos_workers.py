@@ -311,7 +311,16 @@ async def _assert_invariants(
         assert [f for f, _ in moves] == chain[:-1], (row["id"], moves)
         assert chain[-1] == State.DONE.value
     # no lease held; the killed workers' rows are left, shown lost; the others deregistered
-    assert [r["id"] for r in rows if r["lease_owner"] is not None] == []
+    # (a worker killed between closing a batch and releasing it leaves a lease on a done
+    # batch, which nobody claims; it runs out, and a stopping worker clears it)
+    now = store.clock.now()
+    held = [
+        r["id"]
+        for r in rows
+        if r["lease_owner"] is not None
+        and (r["state"] != State.DONE.value or r["lease_expires_at"] >= now)
+    ]
+    assert held == []
     assert sorted(w.id for w in await store.workers.list()) == sorted(fleet.killed)
     assert len(fleet.killed) == MAX_KILLS
     # the scenario really had its faults: retries, permanent failures, expiries, the cancel

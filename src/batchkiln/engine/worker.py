@@ -278,6 +278,7 @@ class Worker:
             await self.kiln.store.batches.release(
                 batch.id, worker=self.kiln.worker, next_check_at=batch.next_check_at
             )
+        await self.kiln.store.batches.clear_expired_done_leases()
         if not self._tasks:
             return
         pending = set(self._tasks)
@@ -296,6 +297,7 @@ class Worker:
             return
         self._last_housekeeping = now
         await self.kiln.store.webhooks.reap()
+        await self.kiln.store.batches.clear_expired_done_leases()
 
 
 __all__ = ["Worker"]

@@ -204,6 +204,21 @@ class BatchRepository:
             )
             return set(held.scalars())
 
+    async def clear_expired_done_leases(self) -> int:
+        """Forget leases that ran out on done batches (a worker killed between closing a
+        batch and releasing it): nobody claims a done batch, so nothing is taken over."""
+        async with self._engine.begin() as conn:
+            result = await conn.execute(
+                update(batches)
+                .where(
+                    batches.c.state == State.DONE.value,
+                    batches.c.lease_owner.is_not(None),
+                    batches.c.lease_expires_at < self._clock.now(),
+                )
+                .values(lease_owner=None, lease_expires_at=None)
+            )
+            return int(result.rowcount or 0)
+
     async def leased(self) -> list[BatchRow]:
         """Batches whose lease is set (held, or expired and not yet claimed again)."""
         async with self._engine.connect() as conn:

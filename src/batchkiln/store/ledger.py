@@ -146,8 +146,7 @@ class Ledger:
                 now=now,
                 worker=worker,
                 reason=_closing_reason(closing),
-                # done: never claimed again, so no lease is left behind
-                values={"next_check_at": None, "lease_owner": None, "lease_expires_at": None},
+                values={"next_check_at": None},
                 data=closing.summary,
             )
             await self._apply_outcomes(conn, batch, closing)
