@@ -9,7 +9,7 @@ latency), W `kiln worker` processes at concurrency C on one virtual clock (SPEED
 time, so the vendor's queueing and processing take milliseconds and the figure is our
 pipeline's, not the vendor's). Once every worker has registered, JOBS one-batch jobs are
 submitted; a lifecycle is submit (upload + create), the polls, download, ingest and the
-closing transaction. Lifecycles per second = JOBS / (last `batch.done` - first
+closing transaction. Lifecycles per second = JOBS / (last `batch.ingested` - first
 `batch.submit`, from the audit log, in real seconds).
 
 CPU: each worker's user+system seconds (from wait4 after SIGTERM) and this process's
@@ -217,7 +217,7 @@ async def one_run(
                 last = (
                     await conn.execute(
                         select(func.max(audit_events.c.at)).where(
-                            audit_events.c.kind == "batch.done"
+                            audit_events.c.kind == "batch.ingested"
                         )
                     )
                 ).scalar_one()

@@ -200,3 +200,31 @@ async def test_a_second_worker_process_on_one_sqlite_database_is_refused(
             assert await app.store.workers.list() == []
     finally:
         holder.release()
+
+
+async def test_a_worker_runs_steps_at_once_within_the_vendor_call_limit(world: World) -> None:
+    """Concurrency 6 with a limit of 2 calls to OpenAI: several steps run at once, yet
+    never more than 2 calls to the vendor are in flight."""
+    async def slow() -> None:  # each create takes a while (real time): calls overlap
+        await asyncio.sleep(0.05)
+
+    kiln = Kiln(
+        world.store,
+        {"openai": Hooked(world.providers["openai"], slow)},
+        clock=world.clock,
+        worker="w1",
+        tracking="poll",
+        budget=world.app.budget,
+        vendor_limits={"openai": 2},
+    )
+    for i in range(6):
+        path = write_requests(world.tmp / f"c{i}.jsonl", 2)
+        await kiln.submit(path, provider="openai", model=MODELS["openai"], key=f"c{i}")
+    worker = Worker(kiln, concurrency=6)
+    assert await worker.run(max_steps=6) == 6
+    assert kiln.throttle.peak["openai"] == 2
+    rows = [
+        b for j in await world.store.jobs.list() for b in await world.store.batches.for_job(j.id)
+    ]
+    assert all(b.vendor_id is not None for b in rows)
+    assert world.sim.counters.batches_created == 6
