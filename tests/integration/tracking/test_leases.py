@@ -205,6 +205,7 @@ async def test_a_second_worker_process_on_one_sqlite_database_is_refused(
 async def test_a_worker_runs_steps_at_once_within_the_vendor_call_limit(world: World) -> None:
     """Concurrency 6 with a limit of 2 calls to OpenAI: several steps run at once, yet
     never more than 2 calls to the vendor are in flight."""
+
     async def slow() -> None:  # each create takes a while (real time): calls overlap
         await asyncio.sleep(0.05)
 
