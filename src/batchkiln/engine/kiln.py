@@ -244,6 +244,9 @@ class Kiln:
         claimed = await self.store.batches.claim_due(
             worker=self.worker, lease_seconds=self.lease_seconds, limit=limit, job_id=job_id
         )
+        # A lease of ours that ran out while its step is still running here (this process
+        # was starved past its lease) can be claimed again by us: never step it twice.
+        claimed = [b for b in claimed if not self.leases.holds(b.id)]
         self.leases.hold(b.id for b in claimed)
         jobs = await self.store.jobs.many(b.job_id for b in claimed) if claimed else {}
         return claimed, jobs

@@ -59,6 +59,9 @@ class LeaseKeeper:
             self._held.setdefault(batch_id, None)
             self.lost.discard(batch_id)
 
+    def holds(self, batch_id: str) -> bool:
+        return batch_id in self._held
+
     def attach(self, batch_id: str, task: asyncio.Task[None]) -> None:
         """The task stepping `batch_id`: cancelled if its lease is lost."""
         self._held[batch_id] = task
