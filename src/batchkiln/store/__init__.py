@@ -15,7 +15,9 @@ from batchkiln.store.database import create_engine, database_url, migrate
 from batchkiln.store.jobs import KEY_RETENTION_SECONDS, JobRepository, NewBatch
 from batchkiln.store.ledger import ChildBatch, Closing, Ledger, StoredResult
 from batchkiln.store.rows import AuditEvent, BatchRow, JobRow, RequestRow
+from batchkiln.store.wakeups import notify_due
 from batchkiln.store.webhooks import WebhookInbox
+from batchkiln.store.workers import VendorPauses, WorkerRegistry, WorkerRow
 
 __all__ = [
     "KEY_RETENTION_SECONDS",
@@ -35,7 +37,10 @@ __all__ = [
     "StaleTransition",
     "Store",
     "StoredResult",
+    "VendorPauses",
     "WebhookInbox",
+    "WorkerRegistry",
+    "WorkerRow",
 ]
 
 
@@ -51,6 +56,11 @@ class Store:
         self.audit = AuditLog(engine, clock)
         self.webhooks = WebhookInbox(engine, clock)
         self.costs = CostBook(engine, clock)
+        self.workers = WorkerRegistry(engine, clock)
+        self.pauses = VendorPauses(engine, clock)
+        self.url = engine.url.render_as_string(hide_password=False)
+        # the engine's connect_args (a test schema's search_path) apply to LISTEN too
+        self.server_settings: dict[str, str] | None = None
 
     @classmethod
     async def open(
@@ -65,7 +75,21 @@ class Store:
         engine = create_engine(database_url(url), **engine_kwargs)
         if run_migrations:
             await migrate(engine)
-        return cls(engine, clock or SystemClock())
+        store = cls(engine, clock or SystemClock())
+        store.server_settings = engine_kwargs.get("connect_args", {}).get("server_settings")
+        return store
+
+    @property
+    def dialect(self) -> str:
+        return self.engine.dialect.name
+
+    async def wake(self, payload: str = "") -> None:
+        """Wake idle workers now (PostgreSQL NOTIFY; nothing on SQLite, where the one
+        worker is in this process or polls)."""
+        if self.dialect != "postgresql":
+            return
+        async with self.engine.begin() as conn:
+            await notify_due(conn, payload)
 
     async def close(self) -> None:
         await self.engine.dispose()
