@@ -57,6 +57,7 @@ from typing import Any
 import orjson
 
 from batchkiln.clock import FakeClock
+from batchkiln.engine.budget import BudgetGuard
 from batchkiln.engine.ingest import Ingestor
 from batchkiln.engine.kiln import Kiln
 from batchkiln.intake import batch_tag, derive_batch_key
@@ -403,7 +404,7 @@ async def case_ours(gen: Generated, url: str, phases: Callable[[str], None]) -> 
     try:
         job = await store.jobs.get(gen.key)
         (batch,) = await store.batches.for_job(job.id)
-        ingestor = Ingestor(store, clock, "bench")
+        ingestor = Ingestor(store, clock, "bench", BudgetGuard(store, clock))
         download = ingestor._download
 
         async def timed_download(*args: Any) -> dict[str, int]:

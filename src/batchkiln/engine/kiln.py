@@ -284,10 +284,11 @@ class Kiln:
             parent = await self.store.batches.get(parent_id)
             if parent.attempt >= policy.max_attempts:
                 continue
-            child = retry_child(job, parent, seqs)
+            child = retry_child(job, parent, len(seqs))
             vendor = self.provider(job.provider).name
+            bodies = self.store.costs.bodies(job.id, seqs)
             if not await self.budget.admit_retry(  # retries count against the same budget
-                job, parent, child.key, seqs, None, vendor=vendor, worker=self.worker
+                job, parent, child.key, len(seqs), bodies, None, vendor=vendor, worker=self.worker
             ):
                 continue
             child_id = await self.store.ledger.add_child(parent, child, worker=self.worker)
