@@ -34,7 +34,6 @@ import sqlite3
 import subprocess
 import sys
 import tempfile
-import time
 import uuid
 from pathlib import Path
 from typing import Any
@@ -343,7 +342,9 @@ def report(results: dict[tuple[int, str], dict[str, Any]]) -> None:
                 print(f"{'':>16}   {phases}")
     print("\ntargets")
     for store in ("sqlite", "postgres"):
-        ours = [(mb, results[(mb, f"ours-{store}")]) for mb in sizes if (mb, f"ours-{store}") in results]
+        ours = [
+            (mb, results[(mb, f"ours-{store}")]) for mb in sizes if (mb, f"ours-{store}") in results
+        ]
         if not ours:
             continue
         for mb, r in ours:
