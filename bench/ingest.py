@@ -1,7 +1,7 @@
 """Ingest benchmark: how fast, and in how much memory, a big result file goes from
 bytes to durable rows, next to two baselines.
 
-    .venv/bin/python bench/ingest.py                      # 25k and 50k lines, SQLite + PostgreSQL
+    .venv/bin/python bench/ingest.py                      # 25k, 50k, 100k lines, both stores
     .venv/bin/python bench/ingest.py --sizes 50000 --profile
     .venv/bin/python bench/ingest.py --no-postgres --no-tracemalloc
 
@@ -50,7 +50,7 @@ import time
 import tracemalloc
 import uuid
 from collections.abc import AsyncIterator, Callable
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -551,6 +551,7 @@ class Row:
     peak_rss_mb: float
     peak_tracemalloc_mb: float | None
     note: str = ""
+    phases: dict[str, float] = field(default_factory=dict)
 
     @property
     def mb_s(self) -> float:
@@ -604,7 +605,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    parser.add_argument("--sizes", default="25000,50000", help="result lines per run")
+    parser.add_argument("--sizes", default="25000,50000,100000", help="result lines per run")
     parser.add_argument(
         "--prompt-bytes", type=int, default=1000, help="request body size in the store"
     )
@@ -665,6 +666,7 @@ def main() -> None:
                     fast["peak_mb"],
                     traced["peak_mb"] if traced else None,
                     note,
+                    fast.get("phases", {}),
                 )
             )
             if "profile" in fast:
@@ -711,8 +713,52 @@ def report(rows: list[Row], downloads: list[Generated]) -> None:
         if "ours-sqlite" in by_case and "min-sqlite" in by_case:
             ratio = by_case["ours-sqlite"].mb_s / by_case["min-sqlite"].mb_s
             print(f"{size:,} lines: ours-sqlite runs at {ratio:.0%} of the min-sqlite floor")
+    targets(rows)
+
+
+def targets(rows: list[Row]) -> None:
+    """The issue's targets, each with whether this run met it."""
     print()
-    print("targets: ours >= 40% of parse-only throughput, >= 2x common; peak flat in size")
+    print("targets")
+
+    def met(ok: bool) -> str:
+        return "MET" if ok else "NOT MET"
+
+    sizes = sorted({r.size for r in rows})
+    by = {(r.size, r.case): r for r in rows}
+    for size in sizes:
+        common, floor = by[(size, "common")], by.get((size, "min-sqlite"))
+        for case in ("ours-sqlite", "ours-postgres"):
+            r = by.get((size, case))
+            if r is None:
+                continue
+            ratio = common.seconds / r.seconds
+            line = f"  {size:>7,} {case}: {ratio:.2f}x common (>= 1.0x) {met(ratio >= 1.0)}"
+            if case == "ours-sqlite" and floor is not None:
+                share = floor.seconds / r.seconds
+                line += f"; {share:.0%} of min-sqlite (>= 85%) {met(share >= 0.85)}"
+            if case == "ours-postgres":
+                close = r.phases.get("close", 0.0) / r.seconds
+                line += f"; close {close:.0%} of ingest (<= 10%) {met(close <= 0.10)}"
+            print(line)
+    for case in ("ours-sqlite", "ours-postgres"):
+        runs = [by[(s, case)] for s in sizes if (s, case) in by]
+        if len(runs) < 2:
+            continue
+        per_line = [r.seconds / r.lines * 1e6 for r in runs]
+        mean = sum(per_line) / len(per_line)
+        spread = max(abs(x - mean) / mean for x in per_line)
+        shown = ", ".join(f"{x:.1f}" for x in per_line)
+        print(
+            f"  {case} time per line {shown} us: within {spread:.0%} of the mean (<= 20%)"
+            f" {met(spread <= 0.20)}"
+        )
+        small, large = runs[0].peak_rss_mb, runs[-1].peak_rss_mb
+        growth = (large - small) / max(small, 1e-9)
+        print(
+            f"  {case} peak RSS {runs[0].size:,} -> {runs[-1].size:,} lines: {small:.1f} ->"
+            f" {large:.1f} MB ({growth:+.0%}, < 10%) {met(growth < 0.10)}"
+        )
 
 
 if __name__ == "__main__":

@@ -205,14 +205,13 @@ class Ingestor:
         policy = JobOptions.load(job.options).retry
         can_retry = policy.auto_retry and batch.attempt < policy.max_attempts
         decisions = {s: _decide(s, ended_as, batch, policy, can_retry) for s in SHAPES}
-        shapes = await self.store.ledger.result_shapes(batch)
+        shapes, usage = await self.store.ledger.summarize(batch)
         rules = OutcomeRules(decisions, _missing_error(ended_as, batch), shapes)
         counts: Counter[str] = Counter()
         for shape, n in shapes.items():
             counts[decisions.get(shape, WAIT)] += n
         carried = sum(counts.values())
         retrying = counts.pop(RETRY, 0)
-        usage = await self.store.ledger.usage_of(batch.id)
         cost = batch_cost(vendor, job.model, usage)
         child = retry_child(job, batch, retrying) if retrying else None
         if child and not await self.budget.admit_retry(

@@ -244,21 +244,45 @@ class Ledger:
 
     async def result_shapes(self, batch: BatchRow) -> dict[ResultShape, int]:
         """How many requests the batch carries (no final outcome yet) per shape of
-        stored result; MISSING counts those with no result line. Two single-table
-        counts: result rows are only ever stored for requests the batch carries."""
+        stored result; MISSING counts those with no result line."""
+        return (await self.summarize(batch))[0]
+
+    async def summarize(self, batch: BatchRow) -> tuple[dict[ResultShape, int], dict[str, int]]:
+        """`result_shapes` and `usage_of` from one scan of the batch's result rows and
+        one count of its requests (result rows are only ever stored for requests
+        the batch carries, so no join is needed)."""
+        billed = results.c.billed == 1
+
+        def billed_sum(column: Any) -> Any:
+            return func.coalesce(func.sum(case((billed, column), else_=0)), 0)
+
         by_shape = (
-            select(results.c.outcome, results.c.failure, func.count())
+            select(
+                results.c.outcome,
+                results.c.failure,
+                func.count(),
+                func.coalesce(func.sum(case((billed, 1), else_=0)), 0),
+                billed_sum(results.c.input_tokens),
+                billed_sum(results.c.cached_input_tokens),
+                billed_sum(results.c.output_tokens),
+            )
             .where(results.c.batch_id == batch.id)
             .group_by(results.c.outcome, results.c.failure)
         )
         carried = select(func.count()).where(_carried(batch))
+        names = ("billed_requests", "input_tokens", "cached_input_tokens", "output_tokens")
+        usage = dict.fromkeys(names, 0)
+        shapes: dict[ResultShape, int] = {}
         async with self._engine.connect() as conn:
-            shapes = {(o, f): int(n) for o, f, n in (await conn.execute(by_shape)).all()}
+            for outcome, failure, n, *sums in (await conn.execute(by_shape)).all():
+                shapes[(outcome, failure)] = int(n)
+                for name, value in zip(names, sums, strict=True):
+                    usage[name] += int(value)
             total = int((await conn.execute(carried)).scalar_one())
         # fewer carried than results: the batch is closed already (its requests have
         # outcomes); closing it again raises StaleTransition before anything applies
         missing = total - sum(shapes.values())
-        return {**shapes, MISSING: missing} if missing > 0 else shapes
+        return ({**shapes, MISSING: missing} if missing > 0 else shapes), usage
 
     async def bodies_to_retry(self, batch: BatchRow, rules: OutcomeRules) -> AsyncIterator[bytes]:
         """The stored bodies of the requests `rules` sends to a retry child, streamed."""

@@ -79,6 +79,14 @@ async def test_close_sets_outcomes_errors_and_moves_the_retry_set(store: Store) 
         ("expired", "retryable"): 1,
         MISSING: 1,
     }
+    _, usage = await store.ledger.summarize(batch)
+    assert usage == await store.ledger.usage_of(batch.id)
+    assert usage == {
+        "billed_requests": 2,
+        "input_tokens": 20,
+        "cached_input_tokens": 0,
+        "output_tokens": 10,
+    }
     rules = await rules_for(store, batch)
     bodies = [b async for b in store.ledger.bodies_to_retry(batch, rules)]
     assert bodies == [b'{"n":1}', b'{"n":3}', b'{"n":4}']
