@@ -50,7 +50,7 @@ import time
 import tracemalloc
 import uuid
 from collections.abc import AsyncIterator, Callable
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -60,17 +60,24 @@ from batchkiln.clock import FakeClock
 from batchkiln.engine.budget import BudgetGuard
 from batchkiln.engine.ingest import Ingestor
 from batchkiln.engine.kiln import Kiln
-from batchkiln.intake import batch_tag, derive_batch_key
+from batchkiln.intake import batch_tag, derive_batch_key, sharding
 from batchkiln.lifecycle import Event, State
 from batchkiln.providers._shared import jsonl_lines
 from batchkiln.providers.base import CreateSpec, ResultLine, VendorBatch
 from batchkiln.providers.openai import OpenAIProvider, parse_line
-from batchkiln.simulator import Simulator, serve_in_thread
+from batchkiln.simulator import Simulator, openai_batches, serve_in_thread
 from batchkiln.simulator.model import output_tokens
 from batchkiln.simulator.timeline import PlannedRequest, plan_timeline
 from batchkiln.store import Store
 
 HERE = Path(__file__).resolve().parent
+
+# One batch of 100,000 lines (the growth check) is over OpenAI's 50,000-request limit
+# (Anthropic's is 100,000): in this process only, our shard planner and the simulator
+# take 100,000 OpenAI requests a batch, so every size is one batch.
+_limits = sharding.PROVIDER_LIMITS["openai"]
+sharding.PROVIDER_LIMITS["openai"] = replace(_limits, requests=100_000)
+openai_batches.MAX_REQUESTS = 100_000
 MODEL = "gpt-4o-mini"
 PROMPT_TOKENS = 2400  # as if each prompt were ~9.6 KB: output lines of ~2 KB
 CHUNK = 64 * 1024
