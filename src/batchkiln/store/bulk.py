@@ -15,36 +15,13 @@ than the database's own work for these rows (see bench/ingest.py, bench/intake.p
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Sequence
-from contextlib import asynccontextmanager
+from collections.abc import Sequence
 from typing import Any
 
 from sqlalchemy import Table, text
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 Row = tuple[Any, ...]
-
-# SQLite's page cache while one big bulk insert runs (KiB). The requests table's
-# unique (job_id, custom_id) index is filled in custom_id order, not input order,
-# so its inserts land all over it; with the 2 MB default cache they keep evicting
-# and re-reading its pages once a job passes ~50,000 requests. 32 MB holds that
-# index for ~800,000 requests; it is set for the insert only and given back after,
-# so a long-running worker's pooled connections keep the small default.
-BULK_CACHE_KIB = 32 * 1024
-
-
-@asynccontextmanager
-async def bulk_cache(conn: AsyncConnection) -> AsyncIterator[None]:
-    """A larger SQLite page cache for the duration of a bulk insert (no-op elsewhere)."""
-    if conn.dialect.name != "sqlite":
-        yield
-        return
-    before = (await conn.exec_driver_sql("PRAGMA cache_size")).scalar_one()
-    await conn.exec_driver_sql(f"PRAGMA cache_size=-{BULK_CACHE_KIB}")
-    try:
-        yield
-    finally:
-        await conn.exec_driver_sql(f"PRAGMA cache_size={int(before)}")
 
 
 async def insert_rows(

@@ -22,7 +22,7 @@ from batchkiln.errors import NotFound
 from batchkiln.intake import KeyConflict
 from batchkiln.lifecycle import JobEvent, JobState, State
 from batchkiln.store.audit import append_event
-from batchkiln.store.bulk import bulk_cache, insert_rows
+from batchkiln.store.bulk import insert_rows
 from batchkiln.store.costs import NewEstimate, write_estimates
 from batchkiln.store.rows import JobRow, from_row
 from batchkiln.store.tables import batches, idempotency_keys, jobs, requests
@@ -127,8 +127,7 @@ class JobRepository:
                     )
                 )
                 batch_ids = await self._insert_batches(conn, job_id, new_batches, now, worker)
-                async with bulk_cache(conn):
-                    await self._insert_requests(conn, job_id, request_rows, new_batches, batch_ids)
+                await self._insert_requests(conn, job_id, request_rows, new_batches, batch_ids)
                 await append_event(
                     conn,
                     at=now,
