@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import asyncio
 from collections import Counter
-from collections.abc import AsyncIterable
+from collections.abc import AsyncIterable, Sequence
 from typing import Any
 
 from batchkiln.clock import Clock
@@ -113,7 +113,6 @@ class Ingestor:
         if batch.vendor_id is not None:
             if vendor is None or vendor.state not in ENDED_AT_VENDOR:
                 vendor = await provider.retrieve(batch.vendor_id)  # the one retrieve
-                await self.store.batches.add_vendor_calls(batch.id, 1)
             if vendor.errors:  # a failed batch's reasons are kept, whatever the line shapes
                 errors = [
                     {"code": e.code, "message": e.message, "line": e.line} for e in vendor.errors
@@ -128,7 +127,6 @@ class Ingestor:
                 )
                 batch = await self.store.batches.get(batch.id)
             stats = await self._download(batch, provider.results(vendor), carried)
-            await self.store.batches.add_vendor_calls(batch.id, 1)
         else:
             vendor = None
             stats = {"lines": 0, "foreign": 0, "duplicate": 0}
@@ -247,13 +245,21 @@ class Ingestor:
         )
 
 
-def retry_child(job: JobRow, parent: BatchRow, requests: int) -> ChildBatch:
+def retry_child(
+    job: JobRow, parent: BatchRow, requests: int, seqs: Sequence[int] | None = None
+) -> ChildBatch:
     """The child batch that retries `requests` requests of `parent`: next attempt,
-    derived key."""
+    derived key. `seqs` names them (a manual retry); without it, they are the ones
+    the closing's rules send to RETRY."""
     key = derive_batch_key(job.key, parent.shard, parent.attempt + 1)
     share = parent.wire_bytes * requests // max(1, parent.request_count)
     return ChildBatch(
-        key=key, tag=batch_tag(key), attempt=parent.attempt + 1, requests=requests, wire_bytes=share
+        key=key,
+        tag=batch_tag(key),
+        attempt=parent.attempt + 1,
+        requests=requests,
+        wire_bytes=share,
+        seqs=seqs,
     )
 
 
@@ -261,9 +267,11 @@ def _decide(
     shape: ResultShape, ended_as: State, batch: BatchRow, policy: Any, can_retry: bool
 ) -> str:
     """What a request whose stored result has `shape` becomes (see store.ledger)."""
-    outcome = shape[0]
+    outcome, failure = shape
     if outcome == Outcome.SUCCEEDED:
         return "succeeded"
+    if outcome is not None and failure == FailureClass.ACCOUNT:
+        return WAIT  # held, no final outcome: `kiln retry --class account` after a top-up
     retryable = _retryable(shape, ended_as, policy)
     if ended_as == State.CANCELLED and outcome in (None, Outcome.CANCELLED):
         return "cancelled"
@@ -316,6 +324,8 @@ def _result_row(batch: BatchRow, seq: int, line: ResultLine) -> tuple[Any, ...]:
         usage.input_tokens,
         usage.cached_input_tokens,
         usage.output_tokens,
+        usage.cache_write_5m_tokens,
+        usage.cache_write_1h_tokens,
         1 if line.billed else 0,
         line.raw,
     )

@@ -9,7 +9,7 @@ from __future__ import annotations
 import os
 import random
 import socket
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Collection, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -25,8 +25,10 @@ from batchkiln.engine.step import StepResult
 from batchkiln.engine.submission import Submitter
 from batchkiln.engine.tracking import Tracker
 from batchkiln.intake import batch_tag, derive_batch_key, iter_requests, job_key, validate_file
+from batchkiln.intake.keys import check_user_key
 from batchkiln.lifecycle import ENDED_AT_VENDOR, LIVE_AT_VENDOR, Event, JobState, State
-from batchkiln.providers.base import Provider, VendorError
+from batchkiln.providers.base import FailureClass, Provider, VendorError
+from batchkiln.providers.counted import CountedProvider
 from batchkiln.store import BatchRow, JobRow, NewBatch, StaleTransition, Store
 
 
@@ -113,6 +115,8 @@ class Kiln:
         every bad line, a Job over a budget raises BudgetExceeded (with the
         estimate), and a valid one becomes not_submitted batches."""
         wire = self.provider(provider).name  # the wire format: "openai" or "anthropic"
+        if key is not None:
+            check_user_key(key)  # a bad key stops before the file is read
         # Pass 1: validate, fingerprint, plan and estimate in one streaming read.
         estimator = FileEstimator(wire)
         summary = validate_file(
@@ -185,10 +189,12 @@ class Kiln:
             await self.store.ledger.job_counts(job.id),
         )
 
-    async def step(self, batch: BatchRow) -> StepResult:
-        """Run the one step a batch's state calls for."""
-        job = await self.store.jobs.get(batch.job_id)
-        provider = self.provider(job.provider)
+    async def step(
+        self, batch: BatchRow, job: JobRow | None = None, provider: Provider | None = None
+    ) -> StepResult:
+        """Run the one step a batch's state calls for (`job`: its Job, if already read)."""
+        job = job or await self.store.jobs.get(batch.job_id)
+        provider = provider or self.provider(job.provider)
         if batch.state in (State.NOT_SUBMITTED, State.SUBMITTING):
             return await self.submitter.submit(job, batch, provider)
         if batch.state in LIVE_AT_VENDOR:
@@ -203,14 +209,20 @@ class Kiln:
         claimed = await self.store.batches.claim_due(
             worker=self.worker, lease_seconds=self.lease_seconds, limit=limit, job_id=job_id
         )
-        listed = await self.refresher.refresh(claimed)  # several due: one list call
+        if not claimed:
+            return 0
+        jobs = await self.store.jobs.many(b.job_id for b in claimed)  # one read for all
+        listed = await self.refresher.refresh(claimed, jobs)  # several due: one list call
         for batch in claimed:
-            await self._step_and_release(batch, listed.get(batch.id))
+            await self._step_and_release(batch, jobs[batch.job_id], listed.get(batch.id))
         return len(claimed)
 
-    async def _step_and_release(self, batch: BatchRow, done: StepResult | None = None) -> None:
+    async def _step_and_release(
+        self, batch: BatchRow, job: JobRow, done: StepResult | None = None
+    ) -> None:
+        provider = CountedProvider(self.provider(job.provider))  # counts this step's calls
         try:
-            result = done if done is not None else await self.step(batch)
+            result = done if done is not None else await self.step(batch, job, provider)
         except StaleTransition as exc:
             result = StepResult(0, str(exc))
         except VendorError as exc:
@@ -222,13 +234,16 @@ class Kiln:
                 reason=f"{batch.state.value}: {exc.message}",
             )
             delay = self.backoff.delay(batch.check_attempt, self.rng, retry_after=exc.retry_after)
-            result = StepResult(delay, "vendor error", retry_after=exc.retry_after)
+            result = StepResult(delay, "vendor error")
         after = await self.store.batches.get(batch.id)
         await self.store.batches.release(
-            batch.id, worker=self.worker, next_check_at=await self._next_check(after, result)
+            batch.id,
+            worker=self.worker,
+            next_check_at=self._next_check(after, result, provider),
+            vendor_calls=provider.calls,
         )
 
-    async def _next_check(self, batch: BatchRow, result: StepResult) -> float | None:
+    def _next_check(self, batch: BatchRow, result: StepResult, provider: Provider) -> float | None:
         if batch.state == State.DONE:
             return None
         if batch.state not in LIVE_AT_VENDOR:
@@ -236,7 +251,6 @@ class Kiln:
             return self.clock.now() + (0.0 if delay is None else delay)
         delay = result.next_check_in
         if delay is None:  # just accepted: the first check of the batch's mode
-            provider = self.provider((await self.store.jobs.get(batch.job_id)).provider)
             delay = self.tracking.backoff_for(provider).delay(batch.check_attempt, self.rng)
         return self.tracking.align(self.clock.now() + delay)
 
@@ -296,18 +310,30 @@ class Kiln:
             cancelled.append(batch.id)
         return cancelled
 
-    async def retry(self, job_ref: str) -> list[str]:
-        """Start the retry children of a Job whose automatic retry is off: one per done
-        batch with failures waiting. Idempotent: a child whose key exists is not made
-        again. Returns the ids of the children created now."""
+    async def retry(
+        self, job_ref: str, classes: Collection[FailureClass | str] = (FailureClass.RETRYABLE,)
+    ) -> list[str]:
+        """Start the retry children of a Job's waiting failures of `classes` (retryable
+        ones when automatic retry is off; `account` ones, held after a credit or quota
+        failure, once the account is fixed): one per done batch with failures waiting.
+        Idempotent: a child whose key exists is not made again. Returns the ids of the
+        children created now. An account failure is not the request's fault, so its
+        retry is not bounded by max_attempts."""
         job = await self.store.jobs.get(job_ref)
         policy = JobOptions.load(job.options).retry
+        wanted = [FailureClass(c).value for c in classes]
         created = []
-        for parent_id, seqs in (await self.store.ledger.awaiting_retry(job.id)).items():
+        waiting = await self.store.ledger.awaiting_retry(job.id, wanted)
+        uncapped: dict[str, list[int]] = {}
+        if FailureClass.ACCOUNT.value in wanted:
+            uncapped = await self.store.ledger.awaiting_retry(job.id, [FailureClass.ACCOUNT])
+        for parent_id, seqs in waiting.items():
             parent = await self.store.batches.get(parent_id)
             if parent.attempt >= policy.max_attempts:
+                seqs = uncapped.get(parent_id, [])
+            if not seqs:
                 continue
-            child = retry_child(job, parent, len(seqs))
+            child = retry_child(job, parent, len(seqs), seqs)
             vendor = self.provider(job.provider).name
             bodies = self.store.costs.bodies(job.id, seqs)
             if not await self.budget.admit_retry(  # retries count against the same budget

@@ -29,7 +29,7 @@ transaction, and the plan would still depend on what it happened to sample.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Mapping, Sequence
+from collections.abc import AsyncIterator, Collection, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -37,6 +37,7 @@ from sqlalchemy import (
     ColumnElement,
     and_,
     case,
+    exists,
     func,
     insert,
     literal_column,
@@ -51,10 +52,10 @@ from batchkiln.clock import Clock
 from batchkiln.lifecycle import Event, JobEvent, JobState, State
 from batchkiln.store.audit import append_event
 from batchkiln.store.bulk import Row, copy_or_insert
-from batchkiln.store.jobs import KEY_RETENTION_SECONDS, new_id, settle_job
+from batchkiln.store.jobs import KEY_RETENTION_SECONDS, insert_batch, settle_job
 from batchkiln.store.rows import BatchRow, RequestRow, from_row
 from batchkiln.store.tables import batches, costs, idempotency_keys, jobs, requests, results
-from batchkiln.store.transitions import BATCHES, JOBS, initial_state, move
+from batchkiln.store.transitions import BATCHES, JOBS, move
 
 _CHUNK = 1000
 
@@ -70,6 +71,8 @@ RESULT_COLUMNS = (
     "input_tokens",
     "cached_input_tokens",
     "output_tokens",
+    "cache_write_5m_tokens",
+    "cache_write_1h_tokens",
     "billed",
     "raw",
 )
@@ -98,8 +101,9 @@ class ChildBatch:
     key: str
     tag: str
     attempt: int
-    requests: int  # every request of the parent left without a final outcome
+    requests: int  # how many requests of the parent it retries
     wire_bytes: int
+    seqs: Sequence[int] | None = None  # which (a manual retry); None: the rules' RETRY set
 
 
 @dataclass(frozen=True)
@@ -265,12 +269,21 @@ class Ledger:
                 billed_sum(results.c.input_tokens),
                 billed_sum(results.c.cached_input_tokens),
                 billed_sum(results.c.output_tokens),
+                billed_sum(results.c.cache_write_5m_tokens),
+                billed_sum(results.c.cache_write_1h_tokens),
             )
             .where(results.c.batch_id == batch.id)
             .group_by(results.c.outcome, results.c.failure)
         )
         carried = select(func.count()).where(_carried(batch))
-        names = ("billed_requests", "input_tokens", "cached_input_tokens", "output_tokens")
+        names = (
+            "billed_requests",
+            "input_tokens",
+            "cached_input_tokens",
+            "output_tokens",
+            "cache_write_5m_tokens",
+            "cache_write_1h_tokens",
+        )
         usage = dict.fromkeys(names, 0)
         shapes: dict[ResultShape, int] = {}
         async with self._engine.connect() as conn:
@@ -323,6 +336,12 @@ class Ledger:
                             "cached_input_tokens"
                         ),
                         func.coalesce(func.sum(results.c.output_tokens), 0).label("output_tokens"),
+                        func.coalesce(func.sum(results.c.cache_write_5m_tokens), 0).label(
+                            "cache_write_5m_tokens"
+                        ),
+                        func.coalesce(func.sum(results.c.cache_write_1h_tokens), 0).label(
+                            "cache_write_1h_tokens"
+                        ),
                     ).where(results.c.batch_id == batch_id, results.c.billed == 1)
                 )
             ).one()
@@ -352,7 +371,9 @@ class Ledger:
             await self._apply_outcomes(conn, batch, closing)
             child_id = None
             if closing.child is not None:
-                child_id = await self._insert_child(conn, batch, closing.child, now, worker)
+                child_id = await self._insert_child(
+                    conn, batch, closing.child, now, worker, closing.rules
+                )
             if closing.cost is not None:
                 await conn.execute(insert(costs).values(recorded_at=now, **closing.cost))
                 await append_event(
@@ -485,17 +506,30 @@ class Ledger:
                 )
             return child_id
 
-    async def awaiting_retry(self, job_id: str) -> dict[str, list[int]]:
-        """Requests with no final outcome whose batch is done (auto retry was off),
-        by the batch that last carried them."""
+    async def awaiting_retry(
+        self, job_id: str, classes: Collection[str] = ("retryable",)
+    ) -> dict[str, list[int]]:
+        """Requests with no final outcome whose batch is done (auto retry was off, or
+        an `account` failure held), by the batch that last carried them, for the
+        failure classes asked for (a request with no result line counts as retryable)."""
+        failure = func.coalesce(results.c.failure, "retryable")
         async with self._engine.connect() as conn:
             rows = await conn.execute(
                 select(requests.c.batch_id, requests.c.seq)
-                .select_from(requests.join(batches, batches.c.id == requests.c.batch_id))
+                .select_from(
+                    requests.join(batches, batches.c.id == requests.c.batch_id).outerjoin(
+                        results,
+                        and_(
+                            results.c.batch_id == requests.c.batch_id,
+                            results.c.seq == requests.c.seq,
+                        ),
+                    )
+                )
                 .where(
                     requests.c.job_id == job_id,
                     requests.c.outcome.is_(None),
                     batches.c.state == State.DONE.value,
+                    failure.in_(list(classes)),
                 )
                 .order_by(requests.c.seq)
             )
@@ -511,52 +545,53 @@ class Ledger:
         child: ChildBatch,
         now: float,
         worker: str | None,
+        rules: OutcomeRules | None = None,
     ) -> str:
-        child_id = new_id("bat")
-        await conn.execute(
-            insert(batches).values(
-                id=child_id,
-                job_id=parent.job_id,
-                parent_id=parent.id,
-                key=child.key,
-                tag=child.tag,
-                shard=parent.shard,
-                attempt=child.attempt,
-                **initial_state(BATCHES),
-                request_count=child.requests,
-                wire_bytes=child.wire_bytes,
-                submit_attempts=0,
-                check_attempt=0,
-                vendor_calls=0,
-                next_check_at=now,
-                created_at=now,
-                updated_at=now,
-            )
+        child_id = await insert_batch(
+            conn,
+            job_id=parent.job_id,
+            parent_id=parent.id,
+            key=child.key,
+            tag=child.tag,
+            shard=parent.shard,
+            attempt=child.attempt,
+            request_count=child.requests,
+            wire_bytes=child.wire_bytes,
+            now=now,
         )
-        await conn.execute(
-            insert(idempotency_keys).values(
-                key=child.key,
-                scope="batch",
-                target_id=child_id,
-                fingerprint=child.tag,
-                created_at=now,
-            )
-        )
-        # The retry set is every request of the parent left without a final outcome
-        # (the rules sent them to RETRY; a manual retry takes the ones waiting).
-        moved = await conn.execute(
-            update(requests)
-            .where(
+        moved_count = 0
+        if child.seqs is not None:  # a manual retry names its requests (chunks of seqs)
+            seqs = sorted(child.seqs)
+            for start in range(0, len(seqs), _CHUNK):
+                moved = await conn.execute(
+                    update(requests)
+                    .where(
+                        requests.c.job_id == parent.job_id,
+                        requests.c.seq.in_(seqs[start : start + _CHUNK]),
+                        requests.c.batch_id == parent.id,
+                        requests.c.outcome.is_(None),
+                    )
+                    .values(batch_id=child_id)
+                )
+                moved_count += moved.rowcount
+        else:  # the rules' RETRY set: left without an outcome, and not held (WAIT)
+            where = [
                 requests.c.job_id == parent.job_id,
                 requests.c.batch_id == parent.id,
                 requests.c.outcome.is_(None),
-            )
-            .values(batch_id=child_id)
-        )
-        if moved.rowcount != child.requests:
+            ]
+            if rules is not None:
+                result_of = and_(results.c.batch_id == parent.id, results.c.seq == requests.c.seq)
+                held = [s for s in rules.shapes(WAIT) if s != MISSING and rules.counts.get(s)]
+                if held:
+                    where.append(~exists().where(result_of, _any_shape(held)))
+                if rules.decisions.get(MISSING) == WAIT and rules.counts.get(MISSING):
+                    where.append(exists().where(result_of))
+            moved = await conn.execute(update(requests).where(*where).values(batch_id=child_id))
+            moved_count = moved.rowcount
+        if moved_count != child.requests:
             raise RuntimeError(
-                f"{moved.rowcount} request(s) left in {parent.id} to retry,"
-                f" {child.requests} planned"
+                f"{moved_count} request(s) left in {parent.id} to retry, {child.requests} planned"
             )
         await append_event(
             conn,
@@ -581,13 +616,11 @@ class Ledger:
             )
             return {(o or "pending"): int(n) for o, n in rows.all()}
 
-    async def export_rows(
-        self, job_id: str
-    ) -> AsyncIterator[tuple[RequestRow, bytes | None, str | None]]:
+    async def export_rows(self, job_id: str) -> AsyncIterator[tuple[RequestRow, bytes | None]]:
         """Every request of a job in input order, with the raw result line that is
-        final for it and the batch's tag, streamed."""
+        final for it, streamed."""
         query = (
-            select(requests, results.c.raw, batches.c.tag)
+            select(requests, results.c.raw)
             .select_from(
                 requests.outerjoin(
                     results,
@@ -595,7 +628,7 @@ class Ledger:
                         results.c.batch_id == requests.c.result_batch_id,
                         results.c.seq == requests.c.seq,
                     ),
-                ).outerjoin(batches, batches.c.id == requests.c.result_batch_id)
+                )
             )
             .where(requests.c.job_id == job_id)
             .order_by(requests.c.seq)
@@ -603,4 +636,4 @@ class Ledger:
         async with self._engine.connect() as conn:
             stream = await conn.stream(query.execution_options(yield_per=_CHUNK))
             async for row in stream.mappings():
-                yield from_row(RequestRow, row), row["raw"], row["tag"]
+                yield from_row(RequestRow, row), row["raw"]

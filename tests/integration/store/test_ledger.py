@@ -9,7 +9,7 @@ import pytest
 from batchkiln.errors import StaleTransition
 from batchkiln.lifecycle import Event, State
 from batchkiln.store import BatchRow, ChildBatch, Closing, OutcomeRules, Store
-from batchkiln.store.ledger import MISSING, RETRY
+from batchkiln.store.ledger import MISSING, RETRY, WAIT
 from batchkiln.store.tables import requests
 
 from .helpers import make_job
@@ -34,7 +34,8 @@ def result(batch: BatchRow, seq: int, outcome: str, failure: str | None = None) 
     message = None if outcome == "succeeded" else f"message {seq}"
     billed = 1 if outcome == "succeeded" else 0
     raw = f'{{"seq": {seq}}}'.encode()
-    return (batch.id, seq, batch.job_id, outcome, failure, code, message, 10, 0, 5, billed, raw)
+    tokens = (10, 0, 5, 0, 0)  # input, cached input, output, cache writes 5m and 1h
+    return (batch.id, seq, batch.job_id, outcome, failure, code, message, *tokens, billed, raw)
 
 
 DECISIONS = {
@@ -86,6 +87,8 @@ async def test_close_sets_outcomes_errors_and_moves_the_retry_set(store: Store) 
         "input_tokens": 20,
         "cached_input_tokens": 0,
         "output_tokens": 10,
+        "cache_write_5m_tokens": 0,
+        "cache_write_1h_tokens": 0,
     }
     rules = await rules_for(store, batch)
     bodies = [b async for b in store.ledger.bodies_to_retry(batch, rules)]
@@ -145,3 +148,24 @@ async def test_storing_results_again_keeps_the_first_rows(store: Store) -> None:
     stored = {r.seq: r.outcome for r in await store.ledger.results_of(batch.id)}
     assert stored == {0: "succeeded", 1: "succeeded", 2: "errored", 3: "errored"}
     assert [s async for s in store.ledger.seqs_of(batch.id)] == [0, 1, 2, 3]
+
+
+async def test_held_requests_stay_behind_when_the_retry_set_moves(store: Store) -> None:
+    """Requests the rules hold (WAIT, e.g. an account failure) keep no outcome and stay in
+    the closed batch; only the RETRY ones move to the child."""
+    batch = await downloading(store, 4)
+    await store.ledger.store_results(
+        [
+            result(batch, 0, "errored", "account"),
+            result(batch, 1, "errored", "retryable"),
+            result(batch, 2, "succeeded"),
+        ]
+    )
+    decisions = {**DECISIONS, ("errored", "account"): WAIT}
+    rules = OutcomeRules(decisions, NO_RESULT, await store.ledger.result_shapes(batch))
+    child = ChildBatch(f"{batch.key}:retry", "tchild03", attempt=2, requests=2, wire_bytes=1)
+    child_id = await store.ledger.close_batch(batch, Closing(rules=rules, child=child), worker="w")
+    rows = await rows_of(store, batch.job_id)
+    assert {s for s, r in rows.items() if r["batch_id"] == child_id} == {1, 3}
+    assert rows[0]["batch_id"] == batch.id and rows[0]["outcome"] is None
+    assert rows[0]["last_error"] == {"code": "code-0", "message": "message 0", "outcome": "errored"}
