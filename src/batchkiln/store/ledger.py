@@ -128,6 +128,23 @@ class OutcomeRules:
         return [shape for shape, d in self.decisions.items() if d in wanted]
 
 
+_RESULT_DEFAULTS: dict[str, Any] = {
+    "failure": None,
+    "error_code": None,
+    "error_message": None,
+    "input_tokens": 0,
+    "cached_input_tokens": 0,
+    "output_tokens": 0,
+    "cache_write_5m_tokens": 0,
+    "cache_write_1h_tokens": 0,
+    "billed": 0,
+}
+
+
+def _as_result_tuple(row: Mapping[str, Any]) -> Row:
+    return tuple(row[c] if c in row else _RESULT_DEFAULTS[c] for c in RESULT_COLUMNS)
+
+
 def _set(batch: BatchRow, decision: str, error: dict[str, Any] | None) -> dict[str, Any]:
     """The SET values for requests of `batch` that all get `decision`."""
     values: dict[str, Any] = {"attempts": batch.attempt}
@@ -241,10 +258,12 @@ class Ledger:
             async for (seq,) in stream:
                 yield seq
 
-    async def store_results(self, rows: Sequence[Row]) -> None:
-        """Insert result rows (tuples in RESULT_COLUMNS order) in one transaction; a
-        row already stored for (batch, seq) is kept as it was."""
-        await copy_or_insert(self._engine, results, RESULT_COLUMNS, rows)
+    async def store_results(self, rows: Sequence[Row] | Sequence[Mapping[str, Any]]) -> None:
+        """Insert result rows (tuples in RESULT_COLUMNS order, or mappings by column
+        name) in one transaction; a row already stored for (batch, seq) is kept as it
+        was."""
+        tuples = [_as_result_tuple(r) if isinstance(r, Mapping) else r for r in rows]
+        await copy_or_insert(self._engine, results, RESULT_COLUMNS, tuples)
 
     async def result_shapes(self, batch: BatchRow) -> dict[ResultShape, int]:
         """How many requests the batch carries (no final outcome yet) per shape of
