@@ -1,7 +1,7 @@
 """PostgreSQL: room on each requests page, so closing a batch updates in place
 
-Revision ID: 0005
-Revises: 0004
+Revision ID: 0006
+Revises: 0005
 Create Date: 2026-12-01 22:20:00.000000
 
 Closing a batch updates every request row it carried (outcome, attempts, ...).
@@ -22,8 +22,8 @@ from __future__ import annotations
 
 from alembic import op
 
-revision = "0005"
-down_revision = "0004"
+revision = "0006"
+down_revision = "0005"
 branch_labels = None
 depends_on = None
 
