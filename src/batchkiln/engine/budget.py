@@ -12,6 +12,8 @@ checked, so under a budget it is refused rather than waved through.
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterable
+
 import orjson
 
 from batchkiln.clock import Clock
@@ -94,20 +96,22 @@ class BudgetGuard:
         job: JobRow,
         batch: BatchRow,
         child_key: str,
-        seqs: list[int],
+        retrying: int,
+        bodies: AsyncIterable[bytes],
         closing_cost: float | None,
         *,
         vendor: str,
         worker: str,
     ) -> bool:
-        """Estimate a retry child of `batch` and admit it; False (audited) if it
-        does not fit. `closing_cost` is the closing batch's cost, not yet recorded."""
+        """Estimate a retry child of `batch` (`retrying` requests, their stored
+        `bodies` streamed) and admit it; False (audited) if it does not fit.
+        `closing_cost` is the closing batch's cost, not yet recorded."""
         estimator = Estimator.for_job(vendor, job.model, job.endpoint)
         part = estimator.new_part()
-        async for body in self.store.costs.bodies(job.id, seqs):
+        async for body in bodies:
             estimator.add(part, orjson.loads(body))
         estimate = estimator.finish()
-        estimate.note = f"retry of {len(seqs)} request(s)"
+        estimate.note = f"retry of {retrying} request(s)"
         refusal = await self._check(
             estimate,
             job_limit=JobOptions.load(job.options).budget_usd,
@@ -124,7 +128,7 @@ class BudgetGuard:
             job.id,
             new_estimates([child_key], [estimate]),
             worker=worker,
-            reason=f"retry of {len(seqs)} request(s) from {batch.id}: {describe(estimate)}",
+            reason=f"retry of {retrying} request(s) from {batch.id}: {describe(estimate)}",
             data={"batch_key": child_key, **estimate.to_json()},
         )
         return True

@@ -7,11 +7,18 @@ mid-download followed by a restart gives the same rows. A foreign or duplicate
 id is reported in the audit log and ignored; a request with no result line gets
 an explicit outcome. Closing applies every outcome, the retry child, the cost
 and the key archive in one transaction (see store.ledger).
+
+Memory does not grow with the batch: result rows go to the store a chunk at a
+time, the carried and seen seqs are bitmaps (one bit a request), and the plan is
+a decision per *shape* of result (`OutcomeRules`) that the store applies with
+set-based statements, so no per-request outcome is held in Python.
 """
 
 from __future__ import annotations
 
+import asyncio
 from collections import Counter
+from collections.abc import AsyncIterable, Sequence
 from typing import Any
 
 from batchkiln.clock import Clock
@@ -29,11 +36,47 @@ from batchkiln.store import (
     ChildBatch,
     Closing,
     JobRow,
+    OutcomeRules,
     Store,
-    StoredResult,
 )
+from batchkiln.store.ledger import FINAL_OUTCOMES, MISSING, RETRY, WAIT, ResultShape
 
-_FLUSH = 1000
+_FLUSH = 2000  # result rows a transaction (~4 MB of 2 KB lines)
+SHAPES: list[ResultShape] = [MISSING] + [
+    (o.value, f) for o in Outcome for f in (None, *(c.value for c in FailureClass))
+]
+
+
+class SeqSet:
+    """A set of sequence numbers as a bitmap from the first one added: a batch's
+    seqs lie within one shard, so this is at most a few KB (one bit a request)."""
+
+    def __init__(self) -> None:
+        self._base: int | None = None
+        self._bits = bytearray()
+
+    def add(self, seq: int) -> None:
+        if self._base is None:
+            self._base = seq
+        offset = seq - self._base
+        if offset < 0:  # below the first one added: shift the bitmap down
+            shift = (-offset + 7) // 8
+            self._bits[:0] = bytes(shift)
+            self._base -= shift * 8
+            offset = seq - self._base
+        index = offset >> 3
+        if index >= len(self._bits):
+            self._bits.extend(bytes(index - len(self._bits) + 1))
+        self._bits[index] |= 1 << (offset & 7)
+
+    def __contains__(self, seq: object) -> bool:
+        if self._base is None or not isinstance(seq, int):
+            return False
+        offset = seq - self._base
+        index = offset >> 3
+        if offset < 0 or index >= len(self._bits):
+            return False
+        return bool(self._bits[index] >> (offset & 7) & 1)
 
 
 class Ingestor:
@@ -64,7 +107,9 @@ class Ingestor:
             )
         else:
             ended_as = await self._ended_as(batch)
-        carried = {seq for seq, _ in await self.store.ledger.requests_of(batch.id)}
+        carried = SeqSet()
+        async for seq in self.store.ledger.seqs_of(batch.id):
+            carried.add(seq)
         if batch.vendor_id is not None:
             if vendor is None or vendor.state not in ENDED_AT_VENDOR:
                 vendor = await provider.retrieve(batch.vendor_id)  # the one retrieve
@@ -85,8 +130,7 @@ class Ingestor:
         else:
             vendor = None
             stats = {"lines": 0, "foreign": 0, "duplicate": 0}
-        stored = await self.store.ledger.results_of(batch.id)
-        closing = await self._plan(job, batch, ended_as, carried, stored, provider.name)
+        closing = await self._plan(job, batch, ended_as, provider.name)
         closing.summary.update(stats)
         child_id = await self.store.ledger.close_batch(batch, closing, worker=self.worker)
         await delete_vendor_files(self.store, provider, job, batch, vendor, worker=self.worker)
@@ -103,28 +147,47 @@ class Ingestor:
                 return State(event.from_state)
         raise RuntimeError(f"batch {batch.id} entered downloading without an audit event")
 
-    async def _download(self, batch: BatchRow, lines: Any, carried: set[int]) -> dict[str, int]:
-        seen: set[int] = set()
-        rows: list[dict[str, Any]] = []
+    async def _download(
+        self, batch: BatchRow, lines: AsyncIterable[ResultLine], carried: SeqSet
+    ) -> dict[str, int]:
+        """Store every line of this batch, a chunk a transaction. One chunk is written
+        while the next is parsed (the database works in its own thread or process),
+        so at most two chunks are held."""
+        seen = SeqSet()
+        rows: list[tuple[Any, ...]] = []
         stats: Counter[str] = Counter()
-        async for line in lines:
-            stats["lines"] += 1
-            parsed = parse_wire_id(line.wire_id)
-            if parsed is None or parsed[0] != batch.tag or parsed[1] not in carried:
-                stats["foreign"] += 1
-                await self._report(batch, "results.foreign", line, "not a request of this batch")
-                continue
-            seq = parsed[1]
-            if seq in seen:
-                stats["duplicate"] += 1
-                await self._report(batch, "results.duplicate", line, "second result for one id")
-                continue
-            seen.add(seq)
-            rows.append(_result_row(batch, seq, line))
-            if len(rows) >= _FLUSH:
-                await self.store.ledger.store_results(rows)
-                rows = []
-        await self.store.ledger.store_results(rows)
+        writing: asyncio.Task[None] | None = None
+        try:
+            async for line in lines:
+                stats["lines"] += 1
+                parsed = parse_wire_id(line.wire_id)
+                if parsed is None or parsed[0] != batch.tag or parsed[1] not in carried:
+                    stats["foreign"] += 1
+                    why = "not a request of this batch"
+                    await self._report(batch, "results.foreign", line, why)
+                    continue
+                seq = parsed[1]
+                if seq in seen:
+                    stats["duplicate"] += 1
+                    await self._report(batch, "results.duplicate", line, "second result for one id")
+                    continue
+                seen.add(seq)
+                rows.append(_result_row(batch, seq, line))
+                if len(rows) >= _FLUSH:
+                    if writing is not None:
+                        await writing
+                    writing = asyncio.create_task(self.store.ledger.store_results(rows))
+                    rows = []
+            if writing is not None:
+                await writing
+            await self.store.ledger.store_results(rows)
+        finally:
+            if writing is not None:
+                # if the stream failed, let the chunk in flight finish (it is idempotent)
+                # rather than leave a write running behind the caller
+                await asyncio.wait([writing])
+                if not writing.cancelled():
+                    writing.exception()  # retrieved: the error raised is the first one
         return dict(stats)
 
     async def _report(self, batch: BatchRow, kind: str, line: ResultLine, why: str) -> None:
@@ -136,61 +199,39 @@ class Ingestor:
             reason=f"{why}: custom_id {line.wire_id!r}",
         )
 
-    async def _plan(
-        self,
-        job: JobRow,
-        batch: BatchRow,
-        ended_as: State,
-        carried: set[int],
-        stored: list[StoredResult],
-        vendor: str,
-    ) -> Closing:
+    async def _plan(self, job: JobRow, batch: BatchRow, ended_as: State, vendor: str) -> Closing:
         policy = JobOptions.load(job.options).retry
-        by_seq = {r.seq: r for r in stored}
-        outcomes: dict[int, str] = {}
-        errors: dict[int, dict[str, Any]] = {}
-        retry: list[int] = []
         can_retry = policy.auto_retry and batch.attempt < policy.max_attempts
-        for seq in sorted(carried):
-            result = by_seq.get(seq)
-            if result is not None and result.outcome == Outcome.SUCCEEDED:
-                outcomes[seq] = "succeeded"
-                continue
-            error, retryable = _failure(result, ended_as, batch, policy)
-            errors[seq] = error
-            if result is not None and result.failure == FailureClass.ACCOUNT:
-                continue  # held, no final outcome: `kiln retry --class account` after a top-up
-            if ended_as == State.CANCELLED and (
-                result is None or result.outcome == Outcome.CANCELLED
-            ):
-                outcomes[seq] = "cancelled"
-            elif not retryable:
-                outcomes[seq] = "failed"
-            elif ended_as == State.CANCELLED:
-                outcomes[seq] = "cancelled"  # no retry path out of a cancelled batch
-            elif can_retry:
-                retry.append(seq)
-            elif policy.auto_retry or batch.attempt >= policy.max_attempts:
-                outcomes[seq] = "exhausted"
-            # else: auto retry is off; the request waits for `kiln retry`
-        usage = await self.store.ledger.usage_of(batch.id)
+        decisions = {s: _decide(s, ended_as, batch, policy, can_retry) for s in SHAPES}
+        shapes, usage = await self.store.ledger.summarize(batch)
+        rules = OutcomeRules(decisions, _missing_error(ended_as, batch), shapes)
+        counts: Counter[str] = Counter()
+        for shape, n in shapes.items():
+            counts[decisions.get(shape, WAIT)] += n
+        carried = sum(counts.values())
+        retrying = counts.pop(RETRY, 0)
         cost = batch_cost(vendor, job.model, usage)
-        child = retry_child(job, batch, retry) if retry else None
+        child = retry_child(job, batch, retrying) if retrying else None
         if child and not await self.budget.admit_retry(
-            job, batch, child.key, retry, cost["cost_usd"], vendor=vendor, worker=self.worker
+            job,
+            batch,
+            child.key,
+            retrying,
+            self.store.ledger.bodies_to_retry(batch, rules),
+            cost["cost_usd"],
+            vendor=vendor,
+            worker=self.worker,
         ):
-            retry, child = [], None  # over budget (audited): the requests wait
-        counts = Counter(outcomes.values())
+            retrying, child = 0, None  # over budget (audited): the requests wait
         summary: dict[str, Any] = {
             "ended_as": ended_as.value,
-            "requests": len(carried),
-            **counts,
-            "retrying": len(retry),
+            "requests": carried,
+            **{k: counts[k] for k in FINAL_OUTCOMES if counts[k]},
+            "retrying": retrying,
             "billed_requests": usage["billed_requests"],
         }
         return Closing(
-            outcomes=outcomes,
-            errors=errors,
+            rules=rules,
             child=child,
             cost={
                 "batch_id": batch.id,
@@ -204,56 +245,87 @@ class Ingestor:
         )
 
 
-def retry_child(job: JobRow, parent: BatchRow, seqs: list[int]) -> ChildBatch:
-    """The child batch that retries `seqs` of `parent`: next attempt, derived key."""
+def retry_child(
+    job: JobRow, parent: BatchRow, requests: int, seqs: Sequence[int] | None = None
+) -> ChildBatch:
+    """The child batch that retries `requests` requests of `parent`: next attempt,
+    derived key. `seqs` names them (a manual retry); without it, they are the ones
+    the closing's rules send to RETRY."""
     key = derive_batch_key(job.key, parent.shard, parent.attempt + 1)
-    share = parent.wire_bytes * len(seqs) // max(1, parent.request_count)
+    share = parent.wire_bytes * requests // max(1, parent.request_count)
     return ChildBatch(
-        key=key, tag=batch_tag(key), attempt=parent.attempt + 1, seqs=seqs, wire_bytes=share
+        key=key,
+        tag=batch_tag(key),
+        attempt=parent.attempt + 1,
+        requests=requests,
+        wire_bytes=share,
+        seqs=seqs,
     )
 
 
-def _failure(
-    result: StoredResult | None, ended_as: State, batch: BatchRow, policy: Any
-) -> tuple[dict[str, Any], bool]:
-    """The error to record for a request that did not succeed, and whether it may retry."""
-    if ended_as == State.FAILED and result is None:
+def _decide(
+    shape: ResultShape, ended_as: State, batch: BatchRow, policy: Any, can_retry: bool
+) -> str:
+    """What a request whose stored result has `shape` becomes (see store.ledger)."""
+    outcome, failure = shape
+    if outcome == Outcome.SUCCEEDED:
+        return "succeeded"
+    if outcome is not None and failure == FailureClass.ACCOUNT:
+        return WAIT  # held, no final outcome: `kiln retry --class account` after a top-up
+    retryable = _retryable(shape, ended_as, policy)
+    if ended_as == State.CANCELLED and outcome in (None, Outcome.CANCELLED):
+        return "cancelled"
+    if not retryable:
+        return "failed"
+    if ended_as == State.CANCELLED:
+        return "cancelled"  # no retry path out of a cancelled batch
+    if can_retry:
+        return RETRY
+    if policy.auto_retry or batch.attempt >= policy.max_attempts:
+        return "exhausted"
+    return WAIT  # auto retry is off; the request waits for `kiln retry`
+
+
+def _missing_error(ended_as: State, batch: BatchRow) -> dict[str, Any]:
+    """The error recorded for a request with no result line."""
+    if ended_as == State.FAILED:
         error = batch.error if isinstance(batch.error, dict) else {}
         return {
             "code": error.get("code") or "batch_failed",
             "message": error.get("message") or "the vendor failed the batch",
-        }, False
-    if result is None:
-        return {"code": "no_result", "message": "the vendor returned no result line"}, (
-            policy.retry_missing
-        )
-    error = {
-        "code": result.error_code or result.outcome,
-        "message": result.error_message,
-        "outcome": result.outcome,
-    }
-    if result.outcome == Outcome.EXPIRED:
-        return error, policy.retry_expired
-    if result.outcome == Outcome.CANCELLED:
-        return error, ended_as != State.CANCELLED
-    return error, policy.retry_errors and result.failure == FailureClass.RETRYABLE
+        }
+    return {"code": "no_result", "message": "the vendor returned no result line"}
 
 
-def _result_row(batch: BatchRow, seq: int, line: ResultLine) -> dict[str, Any]:
+def _retryable(shape: ResultShape, ended_as: State, policy: Any) -> bool:
+    """Whether a request that did not succeed may go to a retry child."""
+    outcome, failure = shape
+    if outcome is None:
+        return ended_as != State.FAILED and bool(policy.retry_missing)
+    if outcome == Outcome.EXPIRED:
+        return bool(policy.retry_expired)
+    if outcome == Outcome.CANCELLED:
+        return ended_as != State.CANCELLED
+    return bool(policy.retry_errors) and failure == FailureClass.RETRYABLE
+
+
+def _result_row(batch: BatchRow, seq: int, line: ResultLine) -> tuple[Any, ...]:
+    """A results row in store.ledger.RESULT_COLUMNS order."""
     error = line.error or {}
-    return {
-        "batch_id": batch.id,
-        "seq": seq,
-        "job_id": batch.job_id,
-        "outcome": line.outcome.value,
-        "failure": line.failure.value if line.failure else None,
-        "error_code": str(error.get("code") or error.get("type") or "") or None,
-        "error_message": error.get("message"),
-        "input_tokens": line.usage.input_tokens,
-        "cached_input_tokens": line.usage.cached_input_tokens,
-        "output_tokens": line.usage.output_tokens,
-        "cache_write_5m_tokens": line.usage.cache_write_5m_tokens,
-        "cache_write_1h_tokens": line.usage.cache_write_1h_tokens,
-        "billed": 1 if line.billed else 0,
-        "raw": line.raw,
-    }
+    usage = line.usage
+    return (
+        batch.id,
+        seq,
+        batch.job_id,
+        line.outcome.value,
+        line.failure.value if line.failure else None,
+        str(error.get("code") or error.get("type") or "") or None,
+        error.get("message"),
+        usage.input_tokens,
+        usage.cached_input_tokens,
+        usage.output_tokens,
+        usage.cache_write_5m_tokens,
+        usage.cache_write_1h_tokens,
+        1 if line.billed else 0,
+        line.raw,
+    )

@@ -419,10 +419,11 @@ class Kiln:
                 seqs = uncapped.get(parent_id, [])
             if not seqs:
                 continue
-            child = retry_child(job, parent, seqs)
+            child = retry_child(job, parent, len(seqs), seqs)
             vendor = self.provider(job.provider).name
+            bodies = self.store.costs.bodies(job.id, seqs)
             if not await self.budget.admit_retry(  # retries count against the same budget
-                job, parent, child.key, seqs, None, vendor=vendor, worker=self.worker
+                job, parent, child.key, len(seqs), bodies, None, vendor=vendor, worker=self.worker
             ):
                 continue
             child_id = await self.store.ledger.add_child(parent, child, worker=self.worker)

@@ -10,8 +10,9 @@
 file, line number and reason, before anything else happens; it also computes
 the content fingerprint and the shard plan. `iter_requests` makes a second pass
 to yield the normalised requests. Lines are read in binary one at a time, so
-memory is bounded by the longest line plus a few dozen bytes per custom_id (for
-duplicate detection, `FirstSeen`); the file is never held.
+memory is bounded by the longest line and a few chunks; the custom_ids (for
+duplicate detection) and the bad lines go to a scratch database on disk
+(`LineBook`), so memory does not grow with the file; the file is never held.
 
 Blank lines are skipped but still counted, so line numbers are the ones an
 editor shows. User custom_ids never reach the vendor (the engine sends
@@ -29,7 +30,7 @@ from typing import Any, Literal
 import orjson
 
 from batchkiln.errors import FileChanged, InputError, LineError
-from batchkiln.intake.dedupe import FirstSeen
+from batchkiln.intake.dedupe import LineBook
 from batchkiln.intake.keys import ContentFingerprint, canonical_json
 from batchkiln.intake.sharding import (
     PROVIDER_LIMITS,
@@ -266,43 +267,43 @@ def validate_file(
     ctx = _Context(provider, model, endpoint)
     planner = ShardPlanner(limits or PROVIDER_LIMITS[provider])
     content = ContentFingerprint()
-    seen = FirstSeen()
-    errors: list[LineError] = []
-    truncated = 0
     total_bytes = 0
-    try:
-        for number, raw in _lines(path):
-            try:
-                record = _parse(raw, number)
-                custom_id = _custom_id(record)
-                first = seen.first_line(custom_id, number)
-                if first is not None:
-                    raise _Reject(f"duplicate custom_id {custom_id!r} (first seen on line {first})")
-                body = _vendor_body(record, ctx, number)
-                canonical = canonical_json(body)
-                assert ctx.endpoint is not None
-                size = wire_line_bytes(provider, ctx.endpoint, len(canonical), content.count)
-                if not planner.fits(size):
-                    raise _Reject(
-                        f"request is {size:,} bytes on the wire, more than one batch may hold"
-                        f" ({planner.limits.byte_budget:,} bytes)"
-                    )
-            except _Reject as reject:
-                if len(errors) < max_errors:
-                    errors.append(LineError(name, number, reject.reason))
-                else:
-                    truncated += 1
-                continue
-            if errors:
-                continue  # the plan and fingerprint will not be used
-            content.add(custom_id, canonical)
-            planner.add(size)
-            total_bytes += size
-            if on_request is not None:
-                assert ctx.model is not None
-                on_request(planner.current, body, ctx.model, ctx.endpoint)
-    except OSError as exc:
-        raise InputError([LineError(name, None, f"cannot read: {exc.strerror or exc}")]) from None
+    with LineBook() as book:
+        try:
+            for number, raw in _lines(path):
+                try:
+                    record = _parse(raw, number)
+                    custom_id = _custom_id(record)
+                except _Reject as reject:
+                    book.add_bad(number, reject.reason)
+                    continue
+                book.add_id(custom_id, number)  # a duplicate is found by the book, at the end
+                try:
+                    body = _vendor_body(record, ctx, number)
+                    canonical = canonical_json(body)
+                    assert ctx.endpoint is not None
+                    size = wire_line_bytes(provider, ctx.endpoint, len(canonical), content.count)
+                    if not planner.fits(size):
+                        raise _Reject(
+                            f"request is {size:,} bytes on the wire, more than one batch may hold"
+                            f" ({planner.limits.byte_budget:,} bytes)"
+                        )
+                except _Reject as reject:
+                    book.add_bad(number, reject.reason)
+                    continue
+                if book.bad_lines:
+                    continue  # the plan and fingerprint will not be used
+                content.add(custom_id, canonical)
+                planner.add(size)
+                total_bytes += size
+                if on_request is not None:
+                    assert ctx.model is not None
+                    on_request(planner.current, body, ctx.model, ctx.endpoint)
+        except OSError as exc:
+            reason = f"cannot read: {exc.strerror or exc}"
+            raise InputError([LineError(name, None, reason)]) from None
+        findings, truncated = book.findings(max_errors)
+    errors = [LineError(name, f.line, f.reason) for f in findings]
     if not errors and not content.count:
         errors.append(LineError(name, None, "no requests (the file is empty or only blank lines)"))
     if errors:

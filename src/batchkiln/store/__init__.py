@@ -13,7 +13,7 @@ from batchkiln.store.batches import BatchRepository
 from batchkiln.store.costs import CostBook, CostRow, EstimateRow, NewEstimate
 from batchkiln.store.database import create_engine, database_url, migrate
 from batchkiln.store.jobs import KEY_RETENTION_SECONDS, JobRepository, NewBatch
-from batchkiln.store.ledger import ChildBatch, Closing, Ledger, StoredResult
+from batchkiln.store.ledger import ChildBatch, Closing, Ledger, OutcomeRules, StoredResult
 from batchkiln.store.rows import AuditEvent, BatchRow, JobRow, RequestRow
 from batchkiln.store.wakeups import notify_due
 from batchkiln.store.webhooks import WebhookInbox
@@ -33,6 +33,7 @@ __all__ = [
     "NewBatch",
     "NewEstimate",
     "NotFound",
+    "OutcomeRules",
     "RequestRow",
     "StaleTransition",
     "Store",

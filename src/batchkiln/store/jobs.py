@@ -22,12 +22,14 @@ from batchkiln.errors import NotFound
 from batchkiln.intake import KeyConflict
 from batchkiln.lifecycle import JobEvent, JobState, State
 from batchkiln.store.audit import append_event
+from batchkiln.store.bulk import insert_rows
 from batchkiln.store.costs import NewEstimate, write_estimates
 from batchkiln.store.rows import JobRow, from_row
 from batchkiln.store.tables import batches, idempotency_keys, jobs, requests
 from batchkiln.store.transitions import BATCHES, JOBS, initial_state, move
 
-_CHUNK = 1000
+_CHUNK = 2000
+REQUEST_COLUMNS = ("job_id", "seq", "custom_id", "line", "body", "batch_id", "attempts")
 KEY_RETENTION_SECONDS = 30 * 86400  # published in the README; the reaper deletes after
 
 
@@ -216,30 +218,24 @@ class JobRepository:
         new_batches: list[NewBatch],
         batch_ids: list[str],
     ) -> None:
-        def batch_for(seq: int) -> str:
-            for nb, bid in zip(new_batches, batch_ids, strict=True):
-                if nb.start <= seq < nb.stop:
-                    return bid
-            raise ValueError(f"request {seq} is in no shard")
-
-        chunk: list[dict[str, Any]] = []
+        """Every request row, a chunk at a time, by the dialect's fast path
+        (PostgreSQL COPY, SQLite one executemany), in the job's transaction."""
+        bounds = sorted(zip(new_batches, batch_ids, strict=True), key=lambda nb: nb[0].start)
+        shard = 0
+        chunk: list[tuple[Any, ...]] = []
         for r in request_rows:
+            seq = r.seq
+            while shard < len(bounds) and seq >= bounds[shard][0].stop:
+                shard += 1
+            if shard == len(bounds) or seq < bounds[shard][0].start:
+                raise ValueError(f"request {seq} is in no shard")
             chunk.append(
-                {
-                    "job_id": job_id,
-                    "seq": r.seq,
-                    "custom_id": r.custom_id,
-                    "line": r.line,
-                    "body": orjson.dumps(r.body),
-                    "batch_id": batch_for(r.seq),
-                    "attempts": 0,
-                }
+                (job_id, seq, r.custom_id, r.line, orjson.dumps(r.body), bounds[shard][1], 0)
             )
             if len(chunk) >= _CHUNK:
-                await conn.execute(insert(requests), chunk)
+                await insert_rows(conn, requests, REQUEST_COLUMNS, chunk)
                 chunk = []
-        if chunk:
-            await conn.execute(insert(requests), chunk)
+        await insert_rows(conn, requests, REQUEST_COLUMNS, chunk)
 
     async def get(self, job_id_or_key: str) -> JobRow:
         """A Job by its id, else by its idempotency key: two explicit lookups, ids first

@@ -1,7 +1,7 @@
 """Memory stays flat: a request file is streamed, never held.
 
-What does grow is the duplicate-detection table (`FirstSeen`): 16 bytes a slot,
-at most half full, so 32-64 bytes a request, and at most 96 while it doubles.
+Duplicate detection keeps the custom_ids in a scratch database on disk (`LineBook`),
+a chunk at a time, so what Python holds does not grow with the request count.
 """
 
 from __future__ import annotations
