@@ -92,3 +92,50 @@ def make_served(
 ) -> Callable[..., Any]:
     """Another API process on the same store (a restart, in effect)."""
     return lambda **overrides: serve(store, clock, tmp_path, **overrides)
+
+
+@dataclass
+class Delivery:
+    url: str
+    headers: dict[str, str]
+    body: bytes
+
+
+class Receiver:
+    """A callback endpoint behind httpx.MockTransport: records every delivery and
+    answers from a script (default 200)."""
+
+    def __init__(self, *answers: httpx.Response) -> None:
+        self.answers = list(answers)
+        self.deliveries: list[Delivery] = []
+
+    def handler(self, request: httpx.Request) -> httpx.Response:
+        self.deliveries.append(Delivery(str(request.url), dict(request.headers), request.content))
+        if self.answers:
+            return self.answers.pop(0)
+        return httpx.Response(200, json={"ok": True})
+
+    def client(self) -> httpx.AsyncClient:
+        return httpx.AsyncClient(transport=httpx.MockTransport(self.handler))
+
+
+def sender_for(served: Served, receiver: Receiver, **kwargs: Any) -> Any:
+    from batchkiln.service.outbox import Sender
+
+    svc = served.api.state.service
+    return Sender(
+        served.app.store,
+        clock=served.clock,
+        worker="test-sender",
+        default_secret=svc.default_secret,
+        rules=svc.rules,
+        client=receiver.client(),
+        **kwargs,
+    )
+
+
+CALLBACK = "http://127.0.0.1:9/hook"
+
+
+def inline_job(n: int = 3, *, prefix: str = "r", **extra: Any) -> dict[str, Any]:
+    return {"provider": "openai", "requests": requests_lines(n, prefix), **extra}
