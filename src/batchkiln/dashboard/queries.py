@@ -1,0 +1,169 @@
+"""Read-only questions the dashboard asks the store that no repository answers yet:
+batches grouped by state, costs grouped by the vendor outcome that billed them, a
+filtered job list, and a job's requests.
+
+They run on the App's own engine (`app.store.engine`) with SQLAlchemy Core and
+write nothing; every state change still goes through the engine. Kept here, not
+in store/, because only the dashboard needs these shapes and the store's
+repositories are being reshaped on main (a small local module merges easily).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from sqlalchemy import func, select
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from batchkiln.store.tables import audit_events, batches, costs, jobs, requests
+
+
+@dataclass(frozen=True)
+class StateCost:
+    batches: int
+    cost_usd: float
+    list_cost_usd: float
+
+
+async def batch_counts(engine: AsyncEngine, *, job_id: str | None = None) -> dict[str, int]:
+    """How many batches are in each state right now (of one job, or of all)."""
+    query = select(batches.c.state, func.count()).group_by(batches.c.state)
+    if job_id is not None:
+        query = query.where(batches.c.job_id == job_id)
+    async with engine.connect() as conn:
+        return {str(s): int(n) for s, n in (await conn.execute(query)).all()}
+
+
+async def batches_in_states(
+    engine: AsyncEngine, *, job_id: str | None = None, per_state: int = 12
+) -> list[dict[str, Any]]:
+    """The newest batches of each state (at most `per_state` each), for the cards."""
+    ranked = select(
+        batches.c.id,
+        batches.c.job_id,
+        batches.c.parent_id,
+        batches.c.state,
+        batches.c.attempt,
+        batches.c.request_count,
+        batches.c.next_check_at,
+        batches.c.check_attempt,
+        batches.c.vendor_calls,
+        batches.c.vendor_id,
+        batches.c.updated_at,
+        jobs.c.provider,
+        jobs.c.model,
+        func.row_number()
+        .over(partition_by=batches.c.state, order_by=batches.c.updated_at.desc())
+        .label("rank"),
+    ).select_from(batches.join(jobs, jobs.c.id == batches.c.job_id))
+    if job_id is not None:
+        ranked = ranked.where(batches.c.job_id == job_id)
+    sub = ranked.subquery()
+    query = select(sub).where(sub.c.rank <= per_state).order_by(sub.c.state, sub.c.rank)
+    async with engine.connect() as conn:
+        rows = (await conn.execute(query)).mappings().all()
+    return [{k: v for k, v in row.items() if k != "rank"} for row in rows]
+
+
+async def cost_by_outcome(
+    engine: AsyncEngine, *, job_id: str | None = None
+) -> dict[str, StateCost]:
+    """Recorded actual cost, grouped by the vendor outcome each billed batch ended in
+    (read from its `batch.download` audit event: completed, partial, expired, ...)."""
+    ended = (
+        select(
+            audit_events.c.batch_id,
+            func.min(audit_events.c.from_state).label("outcome"),
+        )
+        .where(audit_events.c.kind == "batch.download")
+        .group_by(audit_events.c.batch_id)
+        .subquery()
+    )
+    query = (
+        select(
+            ended.c.outcome,
+            func.count(),
+            func.coalesce(func.sum(costs.c.cost_usd), 0.0),
+            func.coalesce(func.sum(costs.c.list_cost_usd), 0.0),
+        )
+        .select_from(costs.join(ended, ended.c.batch_id == costs.c.batch_id))
+        .group_by(ended.c.outcome)
+    )
+    if job_id is not None:
+        query = query.where(costs.c.job_id == job_id)
+    async with engine.connect() as conn:
+        rows = (await conn.execute(query)).all()
+    return {str(o): StateCost(int(n), float(c), float(lc)) for o, n, c, lc in rows}
+
+
+async def list_jobs(
+    engine: AsyncEngine,
+    *,
+    status: str | None = None,
+    provider: str | None = None,
+    limit: int = 50,
+) -> list[dict[str, Any]]:
+    """Jobs newest first, filtered by status (active / done) and provider."""
+    query = select(
+        jobs.c.id,
+        jobs.c.key,
+        jobs.c.provider,
+        jobs.c.model,
+        jobs.c.request_count,
+        jobs.c.status,
+        jobs.c.created_at,
+        jobs.c.finished_at,
+    ).order_by(jobs.c.created_at.desc(), jobs.c.id.desc())
+    if status:
+        query = query.where(jobs.c.status == status)
+    if provider:
+        query = query.where(jobs.c.provider == provider)
+    async with engine.connect() as conn:
+        rows = (await conn.execute(query.limit(limit))).mappings().all()
+    return [dict(row) for row in rows]
+
+
+async def providers_in_use(engine: AsyncEngine) -> list[str]:
+    async with engine.connect() as conn:
+        rows = await conn.execute(select(jobs.c.provider).distinct().order_by(jobs.c.provider))
+        return [str(p) for (p,) in rows]
+
+
+async def job_requests(
+    engine: AsyncEngine, job_id: str, *, limit: int = 25
+) -> list[dict[str, Any]]:
+    """A job's requests that did not (yet) succeed, then the first others, in input
+    order (each part capped at `limit`)."""
+    columns = (
+        requests.c.seq,
+        requests.c.custom_id,
+        requests.c.line,
+        requests.c.batch_id,
+        requests.c.attempts,
+        requests.c.outcome,
+        requests.c.last_error,
+    )
+    unsettled = (
+        select(*columns)
+        .where(
+            requests.c.job_id == job_id,
+            (requests.c.outcome.is_(None)) | (requests.c.outcome != "succeeded"),
+        )
+        .order_by(requests.c.seq)
+        .limit(limit)
+    )
+    first = select(*columns).where(requests.c.job_id == job_id).order_by(requests.c.seq)
+    async with engine.connect() as conn:
+        rows = [dict(r) for r in (await conn.execute(unsettled)).mappings().all()]
+        seen = {r["seq"] for r in rows}
+        for r in (await conn.execute(first.limit(limit + len(seen)))).mappings().all():
+            if r["seq"] not in seen and len(rows) < 2 * limit:
+                rows.append(dict(r))
+    return rows
+
+
+async def last_event_id(engine: AsyncEngine) -> int:
+    """The newest audit event's id (0 when there is none): where a live view starts."""
+    async with engine.connect() as conn:
+        return int((await conn.execute(select(func.coalesce(func.max(audit_events.c.id), 0)))).scalar_one())

@@ -1,0 +1,185 @@
+"""The dashboard's routes: two pages, their static files, and the helper API.
+
+Pages (`/`, `/jobs/{id}`) and static files (`/dashboard/static/...`) hold no data,
+so they are public; they are plain HTML, CSS and JavaScript modules shipped in the
+package (no build step, nothing from the internet). Everything with data is JSON
+under `/dashboard/api/`, behind the same bearer tokens as the API when tokens are
+configured. The page also uses the service's own routes: the event stream
+(`/v1/events/stream`) for live updates and `POST /v1/jobs/{id}/retry` for Retry.
+
+Routes:
+- `GET  /dashboard/api/lifecycle`      states, arrows, colours, texts, backoff schedule, mode
+- `GET  /dashboard/api/summary[?job=]` counts per state, batches per state, cost per outcome
+- `GET  /dashboard/api/jobs?status=&provider=&state=`  the job list, newest first
+- `GET  /dashboard/api/jobs/{id}`      one job: lineage, timeline, costs, requests, hygiene
+- `GET  /dashboard/api/scenarios`      the seed's practice scenarios
+- `POST /dashboard/api/scenarios/{n}`  launch one as a real job (Idempotency-Key required)
+"""
+
+from __future__ import annotations
+
+import hmac
+import re
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from fastapi import APIRouter, Depends, Request
+from fastapi.responses import FileResponse, JSONResponse, Response
+from fastapi.staticfiles import StaticFiles
+
+from batchkiln.dashboard import queries, views
+from batchkiln.dashboard.launch import Launcher, ScenarioUnavailable, catalogue
+from batchkiln.errors import InputError, KilnError, NotFound
+
+if TYPE_CHECKING:
+    from fastapi import FastAPI
+
+    from batchkiln.app import App
+
+STATIC = Path(__file__).parent / "static"
+# No inline script or style can run: data that slipped into markup would stay inert.
+CSP = (
+    "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:;"
+    " connect-src 'self'; base-uri 'none'; form-action 'self'; frame-ancestors 'none'"
+)
+_PAGE_HEADERS = {
+    "Content-Security-Policy": CSP,
+    "X-Content-Type-Options": "nosniff",
+    "Referrer-Policy": "no-referrer",
+    "Cache-Control": "no-store",
+}
+_KEY = re.compile(r'^"?([\x21\x23-\x7e]{1,255})"?$')  # a key, quoted (sf-string) or not
+
+
+def problem(status: int, title: str, detail: str, kind: str = "about:blank") -> JSONResponse:
+    return JSONResponse(
+        {"type": kind, "title": title, "status": status, "detail": detail},
+        status_code=status,
+        media_type="application/problem+json",
+    )
+
+
+def configured_tokens(settings: Any) -> list[str]:
+    """The bearer tokens the service accepts: `KILN_API_TOKENS` entries are
+    `NAME:TOKEN` or a bare `TOKEN` (the service's rule, in batchkiln.service.auth)."""
+    out = []
+    for entry in getattr(settings, "api_tokens", None) or []:
+        raw = entry.get_secret_value() if hasattr(entry, "get_secret_value") else str(entry)
+        _name, sep, token = raw.partition(":")
+        token = (token if sep else raw).strip()
+        if token:
+            out.append(token)
+    return out
+
+
+class _Unauthorized(Exception):
+    pass
+
+
+def mount(api: FastAPI, app: App) -> None:
+    launcher = Launcher(app)
+    tokens = configured_tokens(app.settings)
+
+    def authorized(request: Request) -> None:
+        if not tokens:
+            return
+        header = request.headers.get("authorization", "")
+        scheme, _, given = header.partition(" ")
+        if scheme.lower() == "bearer" and any(
+            hmac.compare_digest(given.encode(), t.encode()) for t in tokens
+        ):
+            return
+        raise _Unauthorized
+
+    router = APIRouter(prefix="/dashboard/api", dependencies=[Depends(authorized)])
+
+    @router.get("/lifecycle", summary="The lifecycle as the dashboard draws it")
+    async def lifecycle() -> dict[str, Any]:
+        return views.lifecycle_view(app)
+
+    @router.get("/summary", summary="Live counts, batches and costs per state")
+    async def summary(job: str | None = None) -> dict[str, Any]:
+        return await views.summary_view(app, job_id=job)
+
+    @router.get("/jobs", summary="Jobs, newest first, filtered by state and provider")
+    async def jobs(
+        status: str | None = None,
+        provider: str | None = None,
+        state: str | None = None,
+        limit: int = 50,
+    ) -> dict[str, Any]:
+        limit = max(1, min(limit, 200))
+        rows = await queries.list_jobs(
+            app.store.engine, status=status or None, provider=provider or None, limit=limit
+        )
+        out = []
+        for row in rows:
+            st = await app.kiln.status(str(row["id"]))
+            if state and st.state != state:
+                continue
+            out.append({**row, "state": st.state, "counts": st.counts})
+        return {
+            "jobs": out,
+            "providers": await queries.providers_in_use(app.store.engine),
+            "now": app.clock.now(),
+        }
+
+    @router.get("/jobs/{job_id}", summary="One job as the job page shows it")
+    async def job(job_id: str) -> Any:
+        try:
+            return await views.job_view(app, job_id)
+        except NotFound as exc:
+            return problem(404, "Not found", str(exc), "/problems/not-found")
+
+    @router.get("/scenarios", summary="The seed's practice scenarios")
+    async def scenarios() -> dict[str, Any]:
+        return {"scenarios": catalogue(), "simulator": app.simulator is not None}
+
+    @router.post("/scenarios/{number}", summary="Launch a practice scenario as a real job")
+    async def launch(number: int, request: Request) -> Any:
+        raw = request.headers.get("idempotency-key")
+        if raw is None:
+            return problem(
+                400,
+                "Idempotency-Key required",
+                "send an Idempotency-Key header: the same key launches the same job",
+                "/problems/idempotency-key-missing",
+            )
+        match = _KEY.match(raw.strip())
+        if match is None:
+            return problem(
+                400, "Bad Idempotency-Key", "1-255 visible characters", "/problems/invalid-key"
+            )
+        try:
+            out = await launcher.launch(number, match.group(1))
+        except NotFound as exc:
+            return problem(404, "Not found", str(exc), "/problems/not-found")
+        except ScenarioUnavailable as exc:
+            return problem(409, "No simulator", str(exc), "/problems/config")
+        except (InputError, KilnError) as exc:
+            return problem(422, "Cannot launch", str(exc), f"/problems/{exc.kind}")
+        return JSONResponse(out, status_code=201 if out.get("created") else 200)
+
+    api.include_router(router)
+
+    @api.exception_handler(_Unauthorized)
+    async def _unauthorized(request: Request, exc: _Unauthorized) -> Response:
+        response = problem(
+            401, "Unauthorized", "send Authorization: Bearer <token>", "/problems/unauthorized"
+        )
+        response.headers["WWW-Authenticate"] = "Bearer"
+        return response
+
+    def page(name: str) -> FileResponse:
+        return FileResponse(STATIC / name, media_type="text/html", headers=_PAGE_HEADERS)
+
+    @api.get("/", include_in_schema=False)
+    async def index() -> FileResponse:
+        return page("index.html")
+
+    @api.get("/jobs/{job_id}", include_in_schema=False)
+    async def job_page(job_id: str) -> FileResponse:
+        del job_id  # the page reads it from its own address
+        return page("job.html")
+
+    api.mount("/dashboard/static", StaticFiles(directory=STATIC), name="dashboard-static")
