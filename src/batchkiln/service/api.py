@@ -576,6 +576,15 @@ def _document(api: FastAPI) -> None:
             for name, sub in found.pop("$defs", {}).items():
                 components.setdefault(name, sub)
             components[model.__name__] = found
+        # FastAPI documents its own 422 (HTTPValidationError); ours is a Problem.
+        problem = responses(422)[422]
+        for operations in schema.get("paths", {}).values():
+            for operation in operations.values():
+                answers = operation.get("responses", {})
+                if "422" in answers:
+                    answers["422"] = problem
+        for unused in ("HTTPValidationError", "ValidationError"):
+            components.pop(unused, None)
         api.openapi_schema = schema
         return schema
 
