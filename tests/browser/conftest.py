@@ -18,6 +18,7 @@ from typing import Any
 import pytest
 
 from batchkiln.settings import Settings
+
 from .server import LiveServer
 
 IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
@@ -39,7 +40,9 @@ AXE = Path(__file__).parent / "data" / "axe.min.js"
 def _need_browser() -> None:
     reason = None
     if not (Path(CHROMIUM).exists() or shutil.which(CHROMIUM)):
-        reason = f"Chromium not found at {CHROMIUM} (apt-get install chromium, or set KILN_CHROMIUM)"
+        reason = (
+            f"Chromium not found at {CHROMIUM} (apt-get install chromium, or set KILN_CHROMIUM)"
+        )
     else:
         try:
             import playwright.sync_api  # noqa: F401
@@ -84,9 +87,11 @@ class Console:
     def attach(self, page: Any) -> None:
         page.on(
             "console",
-            lambda m: self.errors.append(f"console.{m.type}: {m.text} @ {page.url}")
-            if m.type == "error"
-            else None,
+            lambda m: (
+                self.errors.append(f"console.{m.type}: {m.text} @ {page.url}")
+                if m.type == "error"
+                else None
+            ),
         )
         page.on("pageerror", lambda e: self.errors.append(f"pageerror: {e} @ {page.url}"))
 

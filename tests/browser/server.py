@@ -11,45 +11,21 @@ for tests that need to arrange something the page cannot (a job with a
 from __future__ import annotations
 
 import asyncio
-import contextlib
-import importlib
 import threading
 from collections.abc import Awaitable, Callable
 from concurrent.futures import Future
 from pathlib import Path
 from typing import TypeVar
 
-from fastapi import FastAPI
-
 from batchkiln.app import App, fresh_sqlite_url
-from batchkiln.clock import ScaledClock
-from batchkiln.dashboard import mount_dashboard
+from batchkiln.clock import ScaledClock, SystemClock
+from batchkiln.engine.worker import Worker
+from batchkiln.service.api import create_api
 from batchkiln.service.serve import serving
 from batchkiln.settings import Settings
 
 T = TypeVar("T")
-SPEED = 150.0  # vendor seconds per real second: a scenario-2 batch takes ~1-2 s
-
-
-def _service_api(app: App) -> tuple[FastAPI, bool]:
-    """The service's FastAPI app when it exists (it mounts the dashboard itself and
-    reports whether it runs a worker), else a bare app with only the dashboard."""
-    for module_name, factory in (("batchkiln.service.api", "create_api"),):
-        with contextlib.suppress(ImportError, AttributeError):
-            module = importlib.import_module(module_name)
-            return getattr(module, factory)(app), False
-    api = FastAPI(title="batchkiln dashboard (test)")
-    mount_dashboard(api, app)
-    return api, False
-
-
-async def _worker(app: App, stop: asyncio.Event) -> None:
-    """The worker loop, as `kiln serve` runs it beside the API."""
-    while not stop.is_set():
-        stepped = await app.kiln.run_once(limit=50)
-        if not stepped:
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(stop.wait(), 0.05)
+SPEED = 300.0  # vendor seconds per real second: a scenario-2 batch takes about a second
 
 
 class LiveServer:
@@ -97,12 +73,16 @@ class LiveServer:
             self.settings, clock=ScaledClock(SPEED), database_url=database_url, seed=15
         ) as app:
             self.app = app
-            api, has_worker = _service_api(app)
-            worker = None if has_worker else asyncio.create_task(_worker(app, self._stop))
-            async with serving(api, host="127.0.0.1", port=0) as url:
-                self.url = url
-                self._ready.set()
-                await self._stop.wait()
-            if worker is not None:
-                await worker
-
+            # what `kiln serve --simulator` runs (service.runner), minus the signal
+            # handlers a thread cannot install: the API with the dashboard, and a worker
+            worker = Worker(app.kiln, batch_size=50, idle_cap=30.0)
+            api = create_api(app, clock=SystemClock(), wake=worker.wake)
+            running = asyncio.create_task(worker.run())
+            try:
+                async with serving(api, host="127.0.0.1", port=0) as url:
+                    self.url = url
+                    self._ready.set()
+                    await self._stop.wait()
+            finally:
+                worker.stop()
+                await running

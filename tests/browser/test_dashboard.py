@@ -18,6 +18,7 @@ import orjson
 from batchkiln.app import App
 from batchkiln.engine.schedule import TrackingPolicy
 from batchkiln.lifecycle import STATE_INFO, STATE_LOOK, State
+
 from .conftest import AXE, DOCS, Console
 from .server import LiveServer
 
@@ -133,14 +134,14 @@ def test_seed_shape_is_drawn_from_the_lifecycle(page: Any, served: LiveServer) -
     for edge in ("partial>retry", "expired>retry", "retry>pending", "in_progress>expired"):
         assert edge in edges
     assert "idempotency_key" in (page.text_content(".edge-label.idem") or "")
-    badged = set(page.eval_on_selector_all(".node:has(.badge)", "els => els.map(e => e.dataset.node)"))
+    badged = set(
+        page.eval_on_selector_all(".node:has(.badge)", "els => els.map(e => e.dataset.node)")
+    )
     assert badged == {s.value for s, look in STATE_LOOK.items() if look.cost_badge}
     assert {"completed", "partial", "expired", "cancelled", "done"} <= badged
 
 
-def test_polling_toggle_shows_the_poll_node_and_the_backoff(
-    page: Any, served: LiveServer
-) -> None:
+def test_polling_toggle_shows_the_poll_node_and_the_backoff(page: Any, served: LiveServer) -> None:
     """The page opens on the server's mode (hybrid: the webhook view); the toggle previews
     polling: the Poll node appears with the schedule from TrackingPolicy."""
     open_page(page, "/")
@@ -178,7 +179,8 @@ def test_scenario_2_partial_then_retry_to_done(page: Any, served: LiveServer) ->
     link.click()
     page.wait_for_selector("body[data-ready=true]")
     assert page.url.endswith(f"/jobs/{job_id}")
-    retry = page.wait_for_selector("#retry", timeout=30_000)
+    page.wait_for_selector("#retry", timeout=30_000)
+    retry = page.locator("#retry")
     assert retry.inner_text() == "Retry 5 failed requests"
     parent = page.locator("#lineage li[data-batch]").first
     assert "partial" in parent.locator(".walked").inner_text()
@@ -229,7 +231,10 @@ def test_live_counts_change_without_reload(page: Any, served: LiveServer) -> Non
     assert page.get_attribute("#pause", "aria-pressed") == "true"
     paused_label = page.get_attribute("[data-node=done]", "aria-label")
     second = launch(served, 1, "while-paused")
-    until("the paused job to finish", lambda: api(served, f"/dashboard/api/jobs/{second}")["job"]["state"] == "done")
+    until(
+        "the paused job to finish",
+        lambda: api(served, f"/dashboard/api/jobs/{second}")["job"]["state"] == "done",
+    )
     time.sleep(0.5)
     assert page.get_attribute("[data-node=done]", "aria-label") == paused_label
     page.click("#pause")
@@ -303,7 +308,10 @@ def test_screenshots_for_the_readme(page: Any, served: LiveServer) -> None:
         timeout=20,
     )
     assert r.status_code in (200, 201), r.text
-    until("the retried job to finish", lambda: api(served, f"/dashboard/api/jobs/{retried}")["job"]["state"] == "done")
+    until(
+        "the retried job to finish",
+        lambda: api(served, f"/dashboard/api/jobs/{retried}")["job"]["state"] == "done",
+    )
     until(
         "a batch in progress",
         lambda: api(served, f"/dashboard/api/jobs/{long_running}")["job"]["state"] == "in_progress",
@@ -312,9 +320,16 @@ def test_screenshots_for_the_readme(page: Any, served: LiveServer) -> None:
     until("the stream to connect", lambda: page.inner_text("#live-status") == "live")
     page.hover("[data-node=in_progress] .shape")
     assert "Live now: 1 batch" in page.inner_text("#card")
-    assert "vendor calls" in page.inner_text("#card") and "next check in" in page.inner_text("#card")
+    assert "vendor calls" in page.inner_text("#card") and "next check in" in page.inner_text(
+        "#card"
+    )
     shot = DOCS / "dashboard.png"
-    page.locator("#diagram-section").screenshot(path=str(shot))
+    box = page.locator("#diagram-section").bounding_box()
+    assert box is not None
+    page.screenshot(
+        path=str(shot),
+        clip={"x": 0, "y": 0, "width": 1440, "height": box["y"] + box["height"] + 12},
+    )
     open_page(page, f"/jobs/{retried}")
     page.set_viewport_size({"width": 1440, "height": 1500})
     page.hover("[data-node=done] .shape")
@@ -322,4 +337,3 @@ def test_screenshots_for_the_readme(page: Any, served: LiveServer) -> None:
     page.screenshot(path=str(job_shot), full_page=False)
     for path in (shot, job_shot):
         assert path.stat().st_size > 20_000, path
-

@@ -166,4 +166,6 @@ async def job_requests(
 async def last_event_id(engine: AsyncEngine) -> int:
     """The newest audit event's id (0 when there is none): where a live view starts."""
     async with engine.connect() as conn:
-        return int((await conn.execute(select(func.coalesce(func.max(audit_events.c.id), 0)))).scalar_one())
+        return int(
+            (await conn.execute(select(func.coalesce(func.max(audit_events.c.id), 0)))).scalar_one()
+        )

@@ -76,6 +76,15 @@ class _Unauthorized(Exception):
     pass
 
 
+def _wake(request: Request) -> None:
+    """Cut the served worker's idle wait short: a job was just submitted. The service
+    keeps its wake-up on `api.state.service` (batchkiln.service.api)."""
+    service = getattr(request.app.state, "service", None)
+    wake = getattr(service, "wake", None)
+    if callable(wake):
+        wake()
+
+
 def mount(api: FastAPI, app: App) -> None:
     launcher = Launcher(app)
     tokens = configured_tokens(app.settings)
@@ -158,6 +167,7 @@ def mount(api: FastAPI, app: App) -> None:
             return problem(409, "No simulator", str(exc), "/problems/config")
         except (InputError, KilnError) as exc:
             return problem(422, "Cannot launch", str(exc), f"/problems/{exc.kind}")
+        _wake(request)
         return JSONResponse(out, status_code=201 if out.get("created") else 200)
 
     api.include_router(router)

@@ -52,6 +52,14 @@ def schedule(backoff: Backoff, *, steps: int = 12) -> list[float]:
     return out
 
 
+def _is_shortcut(source: State, target: State) -> bool:
+    if source == State.CANCELLING and target == State.CANCELLED:
+        return False  # the user's cancel path is drawn
+    if source in _SHORTCUT_SOURCES and target in ENDED_AT_VENDOR:
+        return True
+    return source == State.IN_PROGRESS and target == State.CANCELLED
+
+
 def _edges() -> tuple[list[dict[str, Any]], list[dict[str, str]]]:
     pairs: dict[tuple[State, State], list[Event]] = {}
     for (source, event), target in TRANSITIONS.items():
@@ -60,11 +68,7 @@ def _edges() -> tuple[list[dict[str, Any]], list[dict[str, str]]]:
     shortcuts: list[dict[str, str]] = []
     for (source, target), events in pairs.items():
         edge = {"from": source.value, "to": target.value, "events": [e.value for e in events]}
-        if source in _SHORTCUT_SOURCES and target in ENDED_AT_VENDOR:
-            if not (source == State.CANCELLING and target == State.CANCELLED):
-                shortcuts.append({"from": source.value, "to": target.value})
-                continue
-        if source == State.IN_PROGRESS and target == State.CANCELLED:
+        if _is_shortcut(source, target):
             shortcuts.append({"from": source.value, "to": target.value})
             continue
         edge["label"] = EDGE_LABELS.get((source, target), "")
@@ -275,7 +279,9 @@ async def job_view(app: App, job_id: str) -> dict[str, Any]:
                 "walked": walked.get(b.id, []),
                 "estimate_usd": est.cost_usd if est else None,
                 "actual_usd": cost.cost_usd if cost else None,
-                "standard_usd": cost.list_cost_usd if cost else (est.list_cost_usd if est else None),
+                "standard_usd": cost.list_cost_usd
+                if cost
+                else (est.list_cost_usd if est else None),
                 "error": b.error if isinstance(b.error, (str, dict, list)) else None,
             }
         )

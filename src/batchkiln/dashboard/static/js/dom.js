@@ -1,5 +1,5 @@
 // Building the page from data without ever parsing data as markup: every text goes
-// through textContent or a text node, never innerHTML (names, custom ids and error
+// through textContent or a text node, never an HTML-parsing sink (names, custom ids and error
 // texts come from users and vendors).
 
 const SVG_NS = "http://www.w3.org/2000/svg";
@@ -39,7 +39,7 @@ export function replace(node, ...children) {
 export function money(usd) {
   if (usd === null || usd === undefined) return "-";
   if (usd === 0) return "$0";
-  if (usd < 0.01) return `$${usd.toFixed(4)}`;
+  if (usd < 0.01) return `$${Number(usd.toPrecision(2)).toFixed(Math.min(8, 1 - Math.floor(Math.log10(usd))))}`;
   return `$${usd.toFixed(2)}`;
 }
 

@@ -33,13 +33,20 @@ function overview(v) {
 }
 
 function retryButton(v) {
+  // Kept across refreshes (only its words change), so a press is never lost to a redraw.
   const area = document.getElementById("retry-area");
   if (!v.failures_waiting || v.job.status === "done") {
     replace(area);
     return;
   }
   const n = v.failures_waiting;
-  const button = el("button", { type: "button", id: "retry", class: "primary", text: `Retry ${n} failed request${n === 1 ? "" : "s"}` });
+  const words = `Retry ${n} failed request${n === 1 ? "" : "s"}`;
+  const existing = document.getElementById("retry");
+  if (existing) {
+    existing.textContent = words;
+    return;
+  }
+  const button = el("button", { type: "button", id: "retry", class: "primary", text: words });
   button.addEventListener("click", async () => {
     button.disabled = true;
     retryKey = retryKey || newKey(`retry-${jobId}`);
@@ -47,8 +54,14 @@ function retryButton(v) {
     try {
       const res = await postJSON(`/v1/jobs/${encodeURIComponent(jobId)}/retry`, {}, retryKey);
       retryKey = null;
-      const made = (res && (res.created || res.children || res.batches)) || [];
-      replace(out, el("p", { class: "ok", text: `Retry started: ${Array.isArray(made) && made.length ? made.join(", ") : "child batch created"}. Watch it move Pending → In Progress → Completed.` }));
+      const made = (res && res.created) || [];
+      replace(
+        out,
+        el("p", {
+          class: "ok",
+          text: `Retry started: ${made.length ? made.join(", ") : "child batch created"}. Watch it move Pending → In Progress → Completed.`,
+        }),
+      );
       await refresh();
     } catch (err) {
       replace(out, el("p", { class: "error", text: `Retry refused: ${err.message}` }));
