@@ -131,6 +131,11 @@ class Launcher:
                 path, provider="simulator", model=MODEL, key=key, options=options
             )
             out["same_job_again"] = again.job.id == submitted.job.id and not again.created
+        if number == 6 and not self.app.simulator.webhook_urls:
+            out["note"] = (
+                "this server's simulator sends no webhooks (none is wired to /webhooks/openai),"
+                " so the duplicate is not delivered here; `kiln demo --scenario 6` runs it"
+            )
         out.update({"job_id": submitted.job.id, "created": submitted.created})
         return out
 

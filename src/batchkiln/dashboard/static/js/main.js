@@ -58,6 +58,7 @@ function scenarioButtons(catalogue, onLaunched) {
           el("span", { text: ` — expect ${s.terminal}; then: ${s.action}.` }),
         ];
         if (out.rejected_input) parts.push(el("p", { class: "rejected", text: `Rejected before any vendor call: ${out.rejected_input.join("; ")}` }));
+        if (out.note) parts.push(el("p", { class: "muted", text: `Note: ${out.note}.` }));
         if (out.same_job_again !== undefined) parts.push(el("p", { text: `Resubmitted with the same key: ${out.same_job_again ? "the same job came back, nothing sent twice" : "a different job (unexpected)"}` }));
         replace(result, el("div", {}, parts));
         onLaunched();
