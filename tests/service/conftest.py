@@ -87,9 +87,7 @@ async def served(store: Store, clock: FakeClock, tmp_path: Path) -> AsyncIterato
 
 
 @pytest.fixture
-def make_served(
-    store: Store, clock: FakeClock, tmp_path: Path
-) -> Callable[..., Any]:
+def make_served(store: Store, clock: FakeClock, tmp_path: Path) -> Callable[..., Any]:
     """Another API process on the same store (a restart, in effect)."""
     return lambda **overrides: serve(store, clock, tmp_path, **overrides)
 

@@ -14,7 +14,9 @@ PROBLEM = "application/problem+json"
 
 
 async def submit(served: Served, key: str, **extra: Any) -> dict[str, Any]:
-    r = await served.client.post("/v1/jobs", json=inline_job(**extra), headers={"Idempotency-Key": key})
+    r = await served.client.post(
+        "/v1/jobs", json=inline_job(**extra), headers={"Idempotency-Key": key}
+    )
     assert r.status_code == 201, r.text
     body: dict[str, Any] = r.json()
     return body
@@ -83,7 +85,9 @@ async def test_events_are_paginated(served: Served) -> None:
     kinds = [e["kind"] for e in page["data"]]
     while page["next_cursor"]:
         page = (
-            await served.client.get(f"/v1/jobs/{job['id']}/events?limit=5&after={page['next_cursor']}")
+            await served.client.get(
+                f"/v1/jobs/{job['id']}/events?limit=5&after={page['next_cursor']}"
+            )
         ).json()
         kinds += [e["kind"] for e in page["data"]]
     assert kinds[0] == "batch.created" and kinds[-1] == "job.done"
@@ -114,7 +118,10 @@ async def test_bad_input_lists_every_bad_line_and_stores_nothing(served: Served)
     assert r.status_code == 422
     problem = r.json()
     assert problem["type"] == "urn:batchkiln:problem:input"
-    assert [(e["file"], e["line"]) for e in problem["errors"]] == [("mine.jsonl", 3), ("mine.jsonl", 4)]
+    assert [(e["file"], e["line"]) for e in problem["errors"]] == [
+        ("mine.jsonl", 3),
+        ("mine.jsonl", 4),
+    ]
     assert await served.store.listing.jobs_page() == []
 
 
@@ -132,9 +139,7 @@ async def test_unknown_provider_and_bad_options_are_422(served: Served) -> None:
     assert await served.store.listing.jobs_page() == []
 
 
-async def test_cancel_and_retry(
-    served: Served, make_served: Callable[..., Any]
-) -> None:
+async def test_cancel_and_retry(served: Served, make_served: Callable[..., Any]) -> None:
     """Cancel asks for every live batch; retry starts children for waiting failures."""
     job = await submit(served, "cx")
     r = await served.client.post(f"/v1/jobs/{job['id']}/cancel")
@@ -168,7 +173,9 @@ async def test_tokens_are_required_when_configured(make_served: Callable[..., An
     async with make_served(api_tokens="ci:s3cret-token") as s:
         r = await s.client.get("/v1/jobs")
         assert r.status_code == 401 and r.headers["content-type"] == PROBLEM
-        assert (await s.client.get("/v1/jobs", headers={"Authorization": "Bearer nope"})).status_code == 401
+        assert (
+            await s.client.get("/v1/jobs", headers={"Authorization": "Bearer nope"})
+        ).status_code == 401
         assert (await s.client.get("/metrics")).status_code == 401
         ok = await s.client.get("/v1/jobs", headers={"Authorization": "Bearer s3cret-token"})
         assert ok.status_code == 200

@@ -8,6 +8,7 @@ from typing import Any
 
 from batchkiln.service.idempotency import LOCK_TIMEOUT_SECONDS, derived_job_key, parse_key
 from batchkiln.store import Store
+
 from .conftest import Served, inline_job, jsonl, requests_lines
 
 PROBLEM = "application/problem+json"
@@ -28,8 +29,12 @@ async def test_missing_key_is_400_and_stores_nothing(served: Served) -> None:
 
 async def test_same_key_same_payload_replays_status_and_body(served: Served) -> None:
     """The second POST with the key and payload gets the first's status and body, marked."""
-    first = await served.client.post("/v1/jobs", json=inline_job(), headers={"Idempotency-Key": "a1"})
-    again = await served.client.post("/v1/jobs", json=inline_job(), headers={"Idempotency-Key": "a1"})
+    first = await served.client.post(
+        "/v1/jobs", json=inline_job(), headers={"Idempotency-Key": "a1"}
+    )
+    again = await served.client.post(
+        "/v1/jobs", json=inline_job(), headers={"Idempotency-Key": "a1"}
+    )
     assert first.status_code == 201
     assert "idempotent-replayed" not in first.headers
     assert again.status_code == 201
@@ -42,8 +47,12 @@ async def test_multipart_replay_with_a_new_boundary(served: Served) -> None:
     """A multipart upload retried (new boundary, same file and fields) replays."""
     files = {"file": ("reqs.jsonl", jsonl(requests_lines(4)))}
     headers = {"Idempotency-Key": "up-1"}
-    first = await served.client.post("/v1/jobs", files=files, data={"provider": "openai"}, headers=headers)
-    again = await served.client.post("/v1/jobs", files=files, data={"provider": "openai"}, headers=headers)
+    first = await served.client.post(
+        "/v1/jobs", files=files, data={"provider": "openai"}, headers=headers
+    )
+    again = await served.client.post(
+        "/v1/jobs", files=files, data={"provider": "openai"}, headers=headers
+    )
     assert first.status_code == 201, first.text
     assert first.json()["request_count"] == 4
     assert again.headers["idempotent-replayed"] == "true"
@@ -104,7 +113,9 @@ async def test_in_flight_key_is_409_until_the_lock_times_out(served: Served) -> 
 
 async def test_replay_after_a_restart(served: Served, make_served: Callable[..., Any]) -> None:
     """The stored answer survives the process: a new App on the same store replays it."""
-    first = await served.client.post("/v1/jobs", json=inline_job(), headers={"Idempotency-Key": "r"})
+    first = await served.client.post(
+        "/v1/jobs", json=inline_job(), headers={"Idempotency-Key": "r"}
+    )
     async with make_served() as restarted:
         again = await restarted.client.post(
             "/v1/jobs", json=inline_job(), headers={"Idempotency-Key": "r"}
@@ -116,8 +127,12 @@ async def test_replay_after_a_restart(served: Served, make_served: Callable[...,
 
 async def test_quoted_and_bare_keys_are_the_same_key(served: Served) -> None:
     """`"abc"` (an RFC 8941 string) and `abc` name the same key."""
-    first = await served.client.post("/v1/jobs", json=inline_job(), headers={"Idempotency-Key": '"abc"'})
-    again = await served.client.post("/v1/jobs", json=inline_job(), headers={"Idempotency-Key": "abc"})
+    first = await served.client.post(
+        "/v1/jobs", json=inline_job(), headers={"Idempotency-Key": '"abc"'}
+    )
+    again = await served.client.post(
+        "/v1/jobs", json=inline_job(), headers={"Idempotency-Key": "abc"}
+    )
     assert first.status_code == 201
     assert again.headers["idempotent-replayed"] == "true"
     assert parse_key('"a\\"b"') == 'a"b'
@@ -171,12 +186,16 @@ async def test_keys_are_reaped_after_the_retention_and_the_job_is_still_found(
 ) -> None:
     """After 24 h the API record is reaped; the same key and payload then find the same
     Job through its derived job key (200, not a second job)."""
-    first = await served.client.post("/v1/jobs", json=inline_job(), headers={"Idempotency-Key": "old"})
+    first = await served.client.post(
+        "/v1/jobs", json=inline_job(), headers={"Idempotency-Key": "old"}
+    )
     served.clock.advance(24 * 3600 - 60)
     assert await served.store.api_keys.reap(now=served.clock.now()) == 0
     served.clock.advance(120)
     assert await served.store.api_keys.reap(now=served.clock.now()) == 1
-    again = await served.client.post("/v1/jobs", json=inline_job(), headers={"Idempotency-Key": "old"})
+    again = await served.client.post(
+        "/v1/jobs", json=inline_job(), headers={"Idempotency-Key": "old"}
+    )
     assert again.status_code == 200
     assert "idempotent-replayed" not in again.headers
     assert again.json()["id"] == first.json()["id"]
@@ -185,7 +204,9 @@ async def test_keys_are_reaped_after_the_retention_and_the_job_is_still_found(
 
 async def test_cancel_with_a_key_replays(served: Served) -> None:
     """POST /cancel with an Idempotency-Key replays its first answer."""
-    job = (await served.client.post("/v1/jobs", json=inline_job(), headers={"Idempotency-Key": "c"})).json()
+    job = (
+        await served.client.post("/v1/jobs", json=inline_job(), headers={"Idempotency-Key": "c"})
+    ).json()
     path = f"/v1/jobs/{job['id']}/cancel"
     first = await served.client.post(path, headers={"Idempotency-Key": "cancel-1"})
     again = await served.client.post(path, headers={"Idempotency-Key": "cancel-1"})

@@ -8,6 +8,7 @@ import asyncio
 import threading
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 import schemathesis
@@ -45,12 +46,13 @@ def live_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
             webhook_secrets=SECRET,
             upload_dir=tmp,
         )
-        async with App.simulated(configured, clock=FakeClock(), seed=3) as app:
-            async with serving(create_api(app), port=0) as url:
-                found["url"] = url
-                ready.set()
-                while not stop.is_set():
-                    await asyncio.sleep(0.05)
+        async with (
+            App.simulated(configured, clock=FakeClock(), seed=3) as app,
+            serving(create_api(app), port=0) as url,
+        ):
+            found["url"] = url
+            ready.set()
+            await asyncio.to_thread(stop.wait)
 
     thread = threading.Thread(target=lambda: asyncio.run(main()), daemon=True)
     thread.start()
@@ -69,31 +71,34 @@ CHECKS = [
 ]
 
 
+def _fuzz(operation: Any) -> Any:
+    """A hypothesis test of one operation."""
+
+    @given(case=operation.as_strategy())
+    @settings(
+        max_examples=12,
+        deadline=None,
+        suppress_health_check=list(HealthCheck),
+        derandomize=True,
+        database=None,
+    )
+    def check(case: schemathesis.Case) -> None:
+        response = case.call_and_validate(checks=CHECKS, timeout=30)
+        SEEN.add((operation.label, response.status_code))
+
+    return check
+
+
 def test_api_conforms_to_its_openapi_document(live_url: str) -> None:
     """No 5xx; status, content type and body as documented, on every operation."""
     # schemathesis' own pytest plugin does not run under pytest 9 here, so each
     # operation's strategy is driven by hypothesis directly.
-    schema = schemathesis.openapi.from_url(f"{live_url}/openapi.json").include(
-        path_regex=MY_ROUTES
-    )
+    schema = schemathesis.openapi.from_url(f"{live_url}/openapi.json").include(path_regex=MY_ROUTES)
     operations = [result.ok() for result in schema.get_all_operations()]
     assert len(operations) >= 10
     for operation in operations:
-
-        @given(case=operation.as_strategy())
-        @settings(
-            max_examples=12,
-            deadline=None,
-            suppress_health_check=list(HealthCheck),
-            derandomize=True,
-            database=None,
-        )
-        def check(case: schemathesis.Case) -> None:
-            response = case.call_and_validate(checks=CHECKS, timeout=30)
-            SEEN.add((operation.label, response.status_code))
-
-        check()
-    print(sorted(SEEN))  # noqa: T201 (shown with -s)
+        _fuzz(operation)()
+    print(sorted(SEEN))
 
 
 def test_real_resources_conform_to_the_document(live_url: str) -> None:

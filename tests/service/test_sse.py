@@ -67,8 +67,12 @@ async def test_reconnect_with_last_event_id_gets_every_missed_event_once_in_orde
 
 async def test_filter_by_job_and_resume_by_query(served: Served) -> None:
     """?job_id= keeps one job's events; ?after= resumes like Last-Event-ID."""
-    a = (await served.client.post("/v1/jobs", json=inline_job(), headers={"Idempotency-Key": "a"})).json()
-    await served.client.post("/v1/jobs", json=inline_job(prefix="b"), headers={"Idempotency-Key": "b"})
+    a = (
+        await served.client.post("/v1/jobs", json=inline_job(), headers={"Idempotency-Key": "a"})
+    ).json()
+    await served.client.post(
+        "/v1/jobs", json=inline_job(prefix="b"), headers={"Idempotency-Key": "b"}
+    )
     r = await served.client.get(f"/v1/events/stream?job_id={a['id']}&limit=2")
     got = [e async for e in events(_lines(r.text))]
     assert [orjson.loads(e["data"])["job_id"] for e in got] == [a["id"], a["id"]]

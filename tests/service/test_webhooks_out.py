@@ -10,8 +10,8 @@ from typing import Any
 import httpx
 import orjson
 import pytest
-from standardwebhooks import Webhook
 from sqlalchemy import select
+from standardwebhooks import Webhook
 
 from batchkiln.service.callbacks import CallbackRefused, CallbackRules
 from batchkiln.service.outbox import SCHEDULE, retry_after_seconds
@@ -185,7 +185,11 @@ async def test_every_transition_when_asked_and_own_secret(served: Served) -> Non
         Webhook(SECRET).verify(receiver.deliveries[0].body, receiver.deliveries[0].headers)
     shown = (await served.client.get(f"/v1/jobs/{job_id}")).content
     events = (await served.client.get(f"/v1/jobs/{job_id}/events?limit=1000")).content
-    for text in (shown, events, orjson.dumps([e.__dict__ for e in await served.store.audit.for_job(job_id)])):
+    for text in (
+        shown,
+        events,
+        orjson.dumps([e.__dict__ for e in await served.store.audit.for_job(job_id)]),
+    ):
         assert OWN_SECRET.encode() not in text
         assert SECRET.encode() not in text
     assert orjson.loads(shown)["callback"]["own_secret"] is True

@@ -4,7 +4,7 @@ Routes (JSON unless said; every error is RFC 9457 `application/problem+json` wit
 `type` = `urn:batchkiln:problem:<kind>`, `kind` = the `batchkiln.errors` class's):
 
     GET  /healthz                      {"status": "ok"}                       process up
-    GET  /readyz                       {"status": "ready", "revision": ...}   store + migrations (503)
+    GET  /readyz                       {"status": "ready", "revision": ...}   store, migrations
     POST /v1/jobs                      Job, 201 (200 on a replay)   Idempotency-Key REQUIRED
          multipart/form-data: `file` (JSONL) + option fields, or application/json:
          {"provider", "model"?, "endpoint"?, "requests": [...], "budget_usd"?,
@@ -14,8 +14,8 @@ Routes (JSON unless said; every error is RFC 9457 `application/problem+json` wit
     GET  /v1/jobs/{id}                 Job
     GET  /v1/jobs/{id}/results?format=flat|vendor   JSONL stream, one line per request
     GET  /v1/jobs/{id}/events?after=&limit=         {"data": [Event], "next_cursor"}
-    POST /v1/jobs/{id}/cancel          {"cancelled": [batch ids], "job": Job}   Idempotency-Key optional
-    POST /v1/jobs/{id}/retry           {"created": [batch ids], "job": Job}     Idempotency-Key optional
+    POST /v1/jobs/{id}/cancel          {"cancelled": [batch ids], "job": Job}  (Idempotency-Key
+    POST /v1/jobs/{id}/retry           {"created": [batch ids], "job": Job}     optional on both)
     GET  /v1/events/stream?after=&job_id=&limit=    text/event-stream (Last-Event-ID resumes)
     POST /webhooks/openai              vendor webhooks in (Standard Webhooks signature only)
     GET  /metrics                      Prometheus text
@@ -278,6 +278,7 @@ def create_api(
     )
     api.state.service = svc
     problems.install(api)
+
     @api.middleware("http")
     async def count(request: Request, call_next: Any) -> Response:
         response: Response = await call_next(request)
@@ -304,7 +305,9 @@ def create_api(
             return problems.problem_response(
                 503, "store", f"store at migration {revision}, code expects {svc.head}"
             )
-        return Response(_json(Health(status="ready", revision=revision)), media_type="application/json")
+        return Response(
+            _json(Health(status="ready", revision=revision)), media_type="application/json"
+        )
 
     @api.post(
         "/v1/jobs",
@@ -312,12 +315,17 @@ def create_api(
         response_model=Job,
         tags=["jobs"],
         responses={
-            200: {"model": Job, "description": "replay (Idempotent-Replayed: true) or existing job"},
+            200: {
+                "model": Job,
+                "description": "replay (Idempotent-Replayed: true) or existing job",
+            },
             **responses(400, 401, 409, 413, 415, 422),
         },
         openapi_extra={"requestBody": SUBMIT_BODY},
     )
-    async def create_job(request: Request, who: Auth, idempotency_key: KeyHeader = None) -> Response:
+    async def create_job(
+        request: Request, who: Auth, idempotency_key: KeyHeader = None
+    ) -> Response:
         """Submit requests as a Job (multipart JSONL upload, or inline JSON).
 
         Idempotency-Key is required: the same key and payload replay the stored
@@ -433,9 +441,7 @@ def create_api(
             next_cursor=str(page[-1].id) if len(page) == limit else None,
         )
 
-    async def job_action(
-        who: Caller, key_header: str | None, job_id: str, action: str
-    ) -> Response:
+    async def job_action(who: Caller, key_header: str | None, job_id: str, action: str) -> Response:
         async def act(_payload: _NoBody) -> Outcome:
             if action == "cancel":
                 ids = await app.kiln.cancel(job_id)
@@ -509,7 +515,7 @@ def create_api(
         tags=["ops"],
         responses={200: {"description": "Prometheus text", "content": {"text/plain": {}}}},
     )
-    async def metrics(_who: Auth) -> Response:
+    async def prometheus(_who: Auth) -> Response:
         """Prometheus metrics (see service.metrics for the list)."""
         figures = await app.store.listing.figures()
         return Response(svc.metrics.render(figures), media_type=CONTENT_TYPE)

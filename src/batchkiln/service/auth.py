@@ -94,7 +94,6 @@ def check_bind(host: str, tokens: Tokens) -> None:
     """Refuse to serve an open API on anything but loopback."""
     if not tokens.enabled and not is_loopback_host(host):
         raise ConfigError(
-            f"refusing to serve on {host} without a token: set KILN_API_TOKENS"
-            " (or bind 127.0.0.1)",
+            f"refusing to serve on {host} without a token: set KILN_API_TOKENS (or bind 127.0.0.1)",
             name="KILN_API_TOKENS",
         )

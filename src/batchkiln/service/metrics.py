@@ -43,7 +43,9 @@ class _Snapshot(Collector):
 
     def collect(self) -> Iterator[Metric]:
         f = self.figures
-        batches = GaugeMetricFamily("kiln_batches", "Batches by state", labels=["provider", "state"])
+        batches = GaugeMetricFamily(
+            "kiln_batches", "Batches by state", labels=["provider", "state"]
+        )
         for (provider, state), n in sorted(f.batches.items()):
             batches.add_metric([provider, state], n)
         yield batches
@@ -78,7 +80,9 @@ class _Snapshot(Collector):
         for result in ("received", "duplicate", "rejected"):
             hooks.add_metric([result], f.audit_kinds.get(f"webhook.{result}", 0))
         yield hooks
-        box = GaugeMetricFamily("kiln_webhook_outbox", "Outbox deliveries by state", labels=["state"])
+        box = GaugeMetricFamily(
+            "kiln_webhook_outbox", "Outbox deliveries by state", labels=["state"]
+        )
         for state in ("pending", "delivered", "failed", "disabled"):
             box.add_metric([state], f.outbox.get(state, 0))
         yield box

@@ -161,7 +161,9 @@ class Sender:
         except httpx.TimeoutException:
             return await self._retry(row, url, None, "timeout", None)
         except httpx.HTTPError as exc:
-            return await self._retry(row, url, None, f"connection error: {type(exc).__name__}", None)
+            return await self._retry(
+                row, url, None, f"connection error: {type(exc).__name__}", None
+            )
         if 200 <= answer.status_code < 300:
             return await self._record(row, "delivered", "delivered", answer.status_code, None, url)
         if answer.status_code == 410:

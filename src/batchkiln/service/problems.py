@@ -170,7 +170,7 @@ def install(api: FastAPI) -> None:
             }
             for e in exc.errors()[:20]
         ]
-        detail = "; ".join(e["reason"] for e in errors) or "invalid request"
+        detail = "; ".join(str(e["reason"]) for e in errors) or "invalid request"
         return problem_response(422, "request_validation", detail, errors=errors)
 
     async def on_http(_request: Request, exc: Exception) -> Response:

@@ -112,7 +112,7 @@ def _options(raw: dict[str, Any], model: type[SubmitOptions] = SubmitOptions) ->
         raise ProblemError(
             422,
             "request_validation",
-            "; ".join(e["reason"] for e in errors),
+            "; ".join(str(e["reason"]) for e in errors),
             errors=errors,
         ) from None
 

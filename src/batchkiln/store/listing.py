@@ -75,7 +75,9 @@ class Listing:
         out = Figures()
         async with self._engine.connect() as conn:
             rows = await conn.execute(
-                select(jobs.c.provider, batches.c.state, func.count(), func.sum(batches.c.vendor_calls))
+                select(
+                    jobs.c.provider, batches.c.state, func.count(), func.sum(batches.c.vendor_calls)
+                )
                 .select_from(batches.join(jobs, jobs.c.id == batches.c.job_id))
                 .group_by(jobs.c.provider, batches.c.state)
             )

@@ -152,7 +152,11 @@ class Outbox:
     async def get(self, message_id: str) -> OutboxRow:
         async with self._engine.connect() as conn:
             row = (
-                (await conn.execute(select(webhook_outbox).where(webhook_outbox.c.id == message_id)))
+                (
+                    await conn.execute(
+                        select(webhook_outbox).where(webhook_outbox.c.id == message_id)
+                    )
+                )
                 .mappings()
                 .one()
             )

@@ -44,9 +44,7 @@ def upgrade() -> None:
         sa.Column("events", sa.String(length=10), nullable=False),
         sa.Column("disabled_at", sa.Float(), nullable=True),
         sa.Column("created_at", sa.Float(), nullable=False),
-        sa.ForeignKeyConstraint(
-            ["job_id"], ["jobs.id"], name=op.f("fk_job_callbacks_job_id_jobs")
-        ),
+        sa.ForeignKeyConstraint(["job_id"], ["jobs.id"], name=op.f("fk_job_callbacks_job_id_jobs")),
         sa.PrimaryKeyConstraint("job_id", name=op.f("pk_job_callbacks")),
     )
     op.create_table(
