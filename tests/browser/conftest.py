@@ -15,6 +15,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
 
 from batchkiln.settings import Settings
@@ -75,6 +76,14 @@ def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveServer]:
     _need_browser()
     settings = Settings.load().model_copy(update={"tracking": "hybrid", "api_tokens": []})
     with LiveServer(tmp_path_factory.mktemp("served"), settings=settings) as server:
+        # One launch first: the engine's first submission loads the tokenizer (seconds
+        # on a busy machine), which no test below should wait for.
+        warm = httpx.post(
+            f"{server.url}/dashboard/api/scenarios/1",
+            headers={"Idempotency-Key": "warm-up"},
+            timeout=120,
+        )
+        assert warm.status_code == 201, warm.text
         yield server
 
 
@@ -106,7 +115,7 @@ def page(browser: Any, served: LiveServer, console: Console) -> Iterator[Any]:
     """A fresh page on the served dashboard; the test fails if any console error or
     uncaught exception happened on it."""
     context = browser.new_context(viewport={"width": 1440, "height": 1000}, base_url=served.url)
-    context.set_default_timeout(20_000)
+    context.set_default_timeout(45_000)
     pg = context.new_page()
     console.attach(pg)
     yield pg

@@ -27,20 +27,20 @@ XSS_MODEL = '<img src=x onerror="window.__pwned=1"><script>window.__pwned = "mod
 
 
 def api(served: LiveServer, path: str) -> Any:
-    return httpx.get(served.url + path, timeout=10).json()
+    return httpx.get(served.url + path, timeout=60).json()
 
 
 def launch(served: LiveServer, number: int, key: str) -> str:
     r = httpx.post(
         f"{served.url}/dashboard/api/scenarios/{number}",
         headers={"Idempotency-Key": key},
-        timeout=20,
+        timeout=60,
     )
     assert r.status_code in (200, 201), r.text
     return str(r.json()["job_id"])
 
 
-def until(what: str, check: Callable[[], Any], timeout: float = 30.0) -> Any:
+def until(what: str, check: Callable[[], Any], timeout: float = 60.0) -> Any:
     """Poll `check` until it returns something truthy (bounded)."""
     deadline = time.monotonic() + timeout
     while True:
@@ -179,7 +179,7 @@ def test_scenario_2_partial_then_retry_to_done(page: Any, served: LiveServer) ->
     link.click()
     page.wait_for_selector("body[data-ready=true]")
     assert page.url.endswith(f"/jobs/{job_id}")
-    page.wait_for_selector("#retry", timeout=30_000)
+    page.wait_for_selector("#retry", timeout=60_000)
     retry = page.locator("#retry")
     assert retry.inner_text() == "Retry 5 failed requests"
     parent = page.locator("#lineage li[data-batch]").first
@@ -190,7 +190,7 @@ def test_scenario_2_partial_then_retry_to_done(page: Any, served: LiveServer) ->
         lambda r: posted.append(r.headers) if r.method == "POST" and "/retry" in r.url else None,
     )
     retry.click()
-    page.wait_for_selector("#lineage ul.tree:not(.root) li[data-state=done]", timeout=30_000)
+    page.wait_for_selector("#lineage ul.tree:not(.root) li[data-state=done]", timeout=60_000)
     assert posted and posted[0].get("idempotency-key", "").startswith("retry-")
     child = page.locator("#lineage ul.tree:not(.root) li[data-batch]").first
     assert "pending → in_progress → completed" in child.locator(".walked").inner_text()
@@ -219,7 +219,7 @@ def test_live_counts_change_without_reload(page: Any, served: LiveServer) -> Non
     until("the stream to connect", lambda: page.inner_text("#live-status") == "live")
     before = page.get_attribute("[data-node=done]", "aria-label")
     job_id = launch(served, 1, "live-counts")
-    page.wait_for_selector(f"#jobs-body tr[data-job='{job_id}']", timeout=30_000)
+    page.wait_for_selector(f"#jobs-body tr[data-job='{job_id}']", timeout=60_000)
     until(
         "the Done count to change",
         lambda: page.get_attribute("[data-node=done]", "aria-label") != before,
@@ -305,7 +305,7 @@ def test_screenshots_for_the_readme(page: Any, served: LiveServer) -> None:
     r = httpx.post(
         f"{served.url}/v1/jobs/{retried}/retry",
         headers={"Idempotency-Key": "screenshot-retry"},
-        timeout=20,
+        timeout=60,
     )
     assert r.status_code in (200, 201), r.text
     until(

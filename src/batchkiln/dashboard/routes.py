@@ -8,6 +8,7 @@ configured. The page also uses the service's own routes: the event stream
 (`/v1/events/stream`) for live updates and `POST /v1/jobs/{id}/retry` for Retry.
 
 Routes:
+- `GET  /dashboard/api/auth`           {"required", "accepted"}: is a token needed, is this one good
 - `GET  /dashboard/api/lifecycle`      states, arrows, colours, texts, backoff schedule, mode
 - `GET  /dashboard/api/summary[?job=]` counts per state, batches per state, cost per outcome
 - `GET  /dashboard/api/jobs?status=&provider=&state=`  the job list, newest first
@@ -101,6 +102,18 @@ def mount(api: FastAPI, app: App) -> None:
         raise _Unauthorized
 
     router = APIRouter(prefix="/dashboard/api", dependencies=[Depends(authorized)])
+
+    @api.get(
+        "/dashboard/api/auth", summary="Whether a token is needed, and if the one sent is good"
+    )
+    async def auth(request: Request) -> dict[str, bool]:
+        # Never a 401, so the page can ask for the token before its first data request
+        # (a refused fetch is logged by the browser as an error).
+        try:
+            authorized(request)
+        except _Unauthorized:
+            return {"required": True, "accepted": False}
+        return {"required": bool(tokens), "accepted": True}
 
     @router.get("/lifecycle", summary="The lifecycle as the dashboard draws it")
     async def lifecycle() -> dict[str, Any]:

@@ -13,8 +13,29 @@ function headers(extra = {}) {
   return out;
 }
 
+let checked = null;
+
+/**
+ * Before the first data request: if the service wants a token and the tab has none
+ * (or a refused one), ask for it. The check itself never answers 401.
+ */
+export function ensureToken() {
+  if (!checked) {
+    checked = (async () => {
+      for (let refused = false; ; refused = true) {
+        const res = await fetch("/dashboard/api/auth", { headers: headers() });
+        const state = await res.json();
+        if (!state.required || state.accepted) return;
+        sessionStorage.removeItem(TOKEN);
+        await askForToken(refused);
+      }
+    })();
+  }
+  return checked;
+}
+
 /** Ask for the API token once, in a small dialog; resolves when one is entered. */
-function askForToken() {
+function askForToken(refused = false) {
   if (asking) return asking;
   asking = new Promise((resolve) => {
     const input = el("input", {
@@ -28,6 +49,7 @@ function askForToken() {
       { method: "dialog", class: "token-form" },
       el("h2", { text: "API token" }),
       el("p", { text: "This service needs a bearer token. It is kept for this tab only." }),
+      refused ? el("p", { class: "error", text: "That token was refused." }) : null,
       el("label", { for: "token-input", text: "Token" }),
       input,
       el("button", { type: "submit", text: "Use token" }),
@@ -41,6 +63,7 @@ function askForToken() {
       asking = null;
       resolve();
     });
+    dialog.addEventListener("cancel", (ev) => ev.preventDefault()); // the page needs it
     document.body.append(dialog);
     dialog.showModal();
   });
@@ -56,6 +79,7 @@ export class ApiError extends Error {
 }
 
 async function request(method, path, { body, key } = {}) {
+  await ensureToken();
   for (let attempt = 0; attempt < 3; attempt += 1) {
     const extra = {};
     if (body !== undefined) extra["Content-Type"] = "application/json";
@@ -88,6 +112,7 @@ export const postJSON = (path, body, key) => request("POST", path, { body, key }
  * Last-Event-ID so nothing is missed; `stop()` ends it.
  */
 export function follow(path, { lastEventId, onEvent, onState }) {
+  // (ensureToken has run: the page read its data before it follows the stream)
   let stopped = false;
   let controller = null;
   let lastId = lastEventId ? String(lastEventId) : null;

@@ -197,6 +197,7 @@ export class Diagram {
         badge.append(pill, txt);
         g.append(badge);
         entry.badge = txt;
+        entry.pill = pill;
       }
       if (node.live_at_vendor) {
         // The polling view's self-loop on every state a poller keeps asking about.
@@ -309,6 +310,7 @@ export class Diagram {
       if (entry.badge) {
         const cost = s && s.costs[id] ? s.costs[id].usd : 0;
         entry.badge.textContent = money(cost);
+        fitPill(entry.badge, entry.pill);
       }
       const parts = [node.label, node.verdict];
       if (!node.step) parts.push(`${n} batch${n === 1 ? "" : "es"} now`);
@@ -458,6 +460,20 @@ export class Diagram {
     wrap.append(hygieneList(h));
     return wrap;
   }
+}
+
+/** Size a badge's pill to its text (the text is centred on the pill). */
+function fitPill(text, pill) {
+  let width = 0;
+  try {
+    width = text.getComputedTextLength();
+  } catch {
+    return; // not rendered yet
+  }
+  if (!width) return;
+  const w = Math.max(44, width + 16);
+  pill.setAttribute("x", Number(text.getAttribute("x")) - w / 2);
+  pill.setAttribute("width", w);
 }
 
 /** The Done hygiene of one job as a list (shared by the card and the job page). */
