@@ -182,6 +182,8 @@ def test_scenario_2_partial_then_retry_to_done(page: Any, served: LiveServer) ->
     page.wait_for_selector("#retry", timeout=60_000)
     retry = page.locator("#retry")
     assert retry.inner_text() == "Retry 5 failed requests"
+    page.focus("[data-node=retry]")
+    assert "Waiting for a retry: 1 job" in page.inner_text("#card")
     parent = page.locator("#lineage li[data-batch]").first
     assert "partial" in parent.locator(".walked").inner_text()
     posted: list[dict[str, str]] = []

@@ -78,6 +78,8 @@ async def test_scenario_launch_is_a_real_idempotent_job(tmp_path: Path) -> None:
         assert view["job"]["state"] == "awaiting_retry" and view["failures_waiting"] == 5
         assert "partial" in view["batches"][0]["walked"]
         assert view["hygiene"] is None
+        waiting = (await client.get("/dashboard/api/summary")).json()["awaiting_retry"]
+        assert waiting == [{"job_id": job_id, "waiting": 5}]
         retried = await client.post(f"/v1/jobs/{job_id}/retry", headers={"Idempotency-Key": "r"})
         assert retried.status_code in (200, 201), retried.text
         await app.kiln.run_until_done(job_id)

@@ -169,3 +169,18 @@ async def last_event_id(engine: AsyncEngine) -> int:
         return int(
             (await conn.execute(select(func.coalesce(func.max(audit_events.c.id), 0)))).scalar_one()
         )
+
+
+async def awaiting_retry(engine: AsyncEngine, *, limit: int = 10) -> list[dict[str, Any]]:
+    """Jobs with requests that have no outcome while their batch is done: failures
+    waiting for a manual retry (automatic retry off), with how many, newest first."""
+    query = (
+        select(requests.c.job_id, func.count().label("waiting"))
+        .select_from(requests.join(batches, batches.c.id == requests.c.batch_id))
+        .where(requests.c.outcome.is_(None), batches.c.state == "done")
+        .group_by(requests.c.job_id)
+        .order_by(func.max(batches.c.updated_at).desc())
+        .limit(limit)
+    )
+    async with engine.connect() as conn:
+        return [{"job_id": str(j), "waiting": int(n)} for j, n in (await conn.execute(query)).all()]

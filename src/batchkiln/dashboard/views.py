@@ -176,6 +176,11 @@ async def summary_view(app: App, *, job_id: str | None = None) -> dict[str, Any]
         "batches": by_state,
         "costs": costs,
         "hygiene": await _latest_hygiene(app, job_id),
+        "awaiting_retry": [
+            w
+            for w in await queries.awaiting_retry(engine)
+            if job_id is None or w["job_id"] == job_id
+        ],
     }
 
 

@@ -404,10 +404,7 @@ export class Diagram {
     }
     if (id === "poll") parts.push(this.pollCard());
     if (id === "done") parts.push(this.hygieneCard());
-    if (id === "retry" && s) {
-      const waiting = (s.batches.done || []).length;
-      parts.push(el("p", { class: "hint", text: waiting ? "Open a job with failures waiting to run its retry." : "No retry is waiting." }));
-    }
+    if (id === "retry" && s) parts.push(this.retryCard());
     replace(this.card, parts);
     this.card.dataset.card = id;
   }
@@ -434,6 +431,23 @@ export class Diagram {
     }
     if (n > list.length) ul.append(el("li", { class: "muted", text: `and ${n - list.length} more` }));
     wrap.append(ul);
+    return wrap;
+  }
+
+  retryCard() {
+    const waiting = (this.summary && this.summary.awaiting_retry) || [];
+    const wrap = el("section", { class: "live", "aria-label": "failures waiting for a retry" });
+    wrap.append(el("h3", { text: `Waiting for a retry: ${waiting.length} job${waiting.length === 1 ? "" : "s"}` }));
+    if (!waiting.length) return wrap;
+    wrap.append(
+      el(
+        "ul",
+        { class: "batch-list" },
+        waiting.map((w) =>
+          el("li", {}, el("a", { href: `/jobs/${encodeURIComponent(w.job_id)}`, text: w.job_id }), ` ${w.waiting} failed request(s): press Retry on its page`),
+        ),
+      ),
+    );
     return wrap;
   }
 
