@@ -52,6 +52,33 @@ _PAGE_HEADERS = {
 _KEY = re.compile(r'^"?([\x21\x23-\x7e]{1,255})"?$')  # a key, quoted (sf-string) or not
 
 
+def _problems(*codes: int) -> dict[int | str, dict[str, Any]]:
+    """OpenAPI entries for the problem+json answers a route can give."""
+    words = {
+        400: "Idempotency-Key missing or malformed",
+        401: "a bearer token is required (KILN_API_TOKENS)",
+        404: "no such job or scenario",
+        409: "scenarios need the built-in simulator",
+        422: "the scenario could not be submitted",
+    }
+    schema = {
+        "type": "object",
+        "properties": {
+            "type": {"type": "string"},
+            "title": {"type": "string"},
+            "status": {"type": "integer"},
+            "detail": {"type": "string"},
+        },
+    }
+    return {
+        code: {
+            "description": words[code],
+            "content": {"application/problem+json": {"schema": schema}},
+        }
+        for code in codes
+    }
+
+
 def problem(status: int, title: str, detail: str, kind: str = "about:blank") -> JSONResponse:
     return JSONResponse(
         {"type": kind, "title": title, "status": status, "detail": detail},
@@ -115,15 +142,23 @@ def mount(api: FastAPI, app: App) -> None:
             return {"required": True, "accepted": False}
         return {"required": bool(tokens), "accepted": True}
 
-    @router.get("/lifecycle", summary="The lifecycle as the dashboard draws it")
+    @router.get(
+        "/lifecycle", summary="The lifecycle as the dashboard draws it", responses=_problems(401)
+    )
     async def lifecycle() -> dict[str, Any]:
         return views.lifecycle_view(app)
 
-    @router.get("/summary", summary="Live counts, batches and costs per state")
+    @router.get(
+        "/summary", summary="Live counts, batches and costs per state", responses=_problems(401)
+    )
     async def summary(job: str | None = None) -> dict[str, Any]:
         return await views.summary_view(app, job_id=job)
 
-    @router.get("/jobs", summary="Jobs, newest first, filtered by state and provider")
+    @router.get(
+        "/jobs",
+        summary="Jobs, newest first, filtered by state and provider",
+        responses=_problems(401),
+    )
     async def jobs(
         status: str | None = None,
         provider: str | None = None,
@@ -146,18 +181,28 @@ def mount(api: FastAPI, app: App) -> None:
             "now": app.clock.now(),
         }
 
-    @router.get("/jobs/{job_id}", summary="One job as the job page shows it")
+    @router.get(
+        "/jobs/{job_id}", summary="One job as the job page shows it", responses=_problems(401, 404)
+    )
     async def job(job_id: str) -> Any:
         try:
             return await views.job_view(app, job_id)
         except NotFound as exc:
             return problem(404, "Not found", str(exc), "/problems/not-found")
 
-    @router.get("/scenarios", summary="The seed's practice scenarios")
+    @router.get("/scenarios", summary="The seed's practice scenarios", responses=_problems(401))
     async def scenarios() -> dict[str, Any]:
         return {"scenarios": catalogue(), "simulator": app.simulator is not None}
 
-    @router.post("/scenarios/{number}", summary="Launch a practice scenario as a real job")
+    @router.post(
+        "/scenarios/{number}",
+        summary="Launch a practice scenario as a real job",
+        status_code=201,
+        responses={
+            200: {"description": "the same Idempotency-Key: the same job"},
+            **_problems(400, 401, 404, 409, 422),
+        },
+    )
     async def launch(number: int, request: Request) -> Any:
         raw = request.headers.get("idempotency-key")
         if raw is None:
