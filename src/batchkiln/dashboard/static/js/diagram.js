@@ -19,7 +19,7 @@ const PLACE = {
   in_progress: [470, 312],
   cancelling: [870, 312],
   retry: [112, 262],
-  poll: [178, 112],
+  poll: [160, 122],
   partial: [112, 452],
   expired: [312, 452],
   completed: [505, 452],
@@ -200,13 +200,22 @@ export class Diagram {
         entry.pill = pill;
       }
       if (node.live_at_vendor) {
-        // The polling view's self-loop on every state a poller keeps asking about.
+        // The polling view's self-loop on every state a poller keeps asking about: a
+        // small loop on a bottom corner (left on the big nodes, right on the small).
         const loop = svg("g", { class: "polling-only self-loop", "aria-hidden": "true" });
+        const [cx0, by] = small ? [x + w - 14, y + h] : [x + 14, y + h];
+        const side = small ? 1 : -1;
+        const [ex, ey] = small ? [x + w, y + h - 12] : [x, y + h - 12];
         loop.append(
-          svg("path", { d: `M${x + 4},${y + 16} C${x - 30},${y - 6} ${x - 30},${y + h + 6} ${x + 4},${y + h - 14}`, class: "edge poll", "marker-end": "url(#arrow-poll)" }),
-          svg("text", { x: x - 24, y: y + h / 2 + 4, class: "loop-text", text: "poll" }),
+          svg("path", {
+            d: `M${cx0},${by} C${cx0},${by + 26} ${ex + side * 30},${ey + 14} ${ex + side * 2},${ey}`,
+            class: "edge poll",
+            "marker-end": "url(#arrow-poll)",
+          }),
+          svg("text", { x: ex + side * 22, y: by + 22, class: "loop-text", "text-anchor": "middle", text: "poll" }),
         );
         g.append(loop);
+        entry.loopAt = [ex + side * 14, by + 8];
       }
       entry.g = g;
       g.addEventListener("focus", () => this.show(node.id));
@@ -261,25 +270,20 @@ export class Diagram {
     const group = svg("g", { class: "polling-only", "aria-hidden": "true" });
     for (const target of this.data.polled_states) {
       const n = this.nodes.get(target);
-      if (!n || target === "cancelling") continue;
-      group.append(
-        svg("path", {
-          d: pathOf([[b.x + b.w, b.cy + (target === "pending" ? 0 : 16)], [n.box.x - 34, n.box.cy - 8]]),
-          class: "edge poll",
-          "marker-end": "url(#arrow-poll)",
-        }),
-      );
+      if (!n || target === "cancelling") continue; // its own loop says it; a line would cross the page
+      const to = [n.box.x - 16, n.box.y + n.box.h + 2];
+      group.append(svg("path", { d: pathOf([[b.x + b.w, b.cy + (target === "pending" ? 0 : 14)], to]), class: "edge poll", "marker-end": "url(#arrow-poll)" }));
     }
     // The Poll node's own loop: it asks again on the schedule, from the engine's policy.
     group.append(
-      svg("path", { d: `M${b.x + 20},${b.y} C${b.x - 6},${b.y - 40} ${b.x + 70},${b.y - 44} ${b.x + 56},${b.y}`, class: "edge poll", "marker-end": "url(#arrow-poll)" }),
+      svg("path", { d: `M${b.x},${b.cy - 12} C${b.x - 40},${b.cy - 22} ${b.x - 40},${b.cy + 22} ${b.x - 2},${b.cy + 12}`, class: "edge poll", "marker-end": "url(#arrow-poll)" }),
     );
     const sched = t.poll.map((s, i) => (i === t.poll.length - 1 ? `${seconds(s)} cap` : seconds(s))).join(" → ");
     group.append(
-      svg("text", { x: 14, y: b.y + b.h + 20, class: "schedule", id: "backoff-text", text: `backoff ${sched}` }),
+      svg("text", { x: 8, y: 30, class: "schedule", id: "backoff-text", text: `backoff ${sched}` }),
       svg("text", {
-        x: 14,
-        y: b.y + b.h + 36,
+        x: 8,
+        y: 46,
         class: "schedule small",
         text: `${t.jitter ? "full jitter under each step; " : ""}hybrid caps at ${seconds(t.hybrid[t.hybrid.length - 1])}`,
       }),

@@ -111,7 +111,8 @@ async function main() {
     await refreshJobs();
   };
   scenarioButtons(await getJSON("/dashboard/api/scenarios"), refresh);
-  live({ lastEventId: summary.last_event_id, refresh, onEvent: addToFeed });
+  // start a dozen events back, so the feed opens with the latest ones (replayed once)
+  live({ lastEventId: Math.max(0, summary.last_event_id - 12), refresh, onEvent: addToFeed });
   document.body.dataset.ready = "true";
 }
 
