@@ -14,7 +14,9 @@ from typing import Any
 import httpx
 from pydantic import SecretStr
 
-from batchkiln import App, FakeClock, Settings
+from batchkiln import App, FakeClock, Settings, Store
+from batchkiln.dashboard import queries, views
+from batchkiln.dashboard.launch import Launcher
 from batchkiln.dashboard.routes import STATIC
 from batchkiln.lifecycle import STATE_INFO, STATE_LOOK, TRANSITIONS, State
 from batchkiln.service.api import create_api
@@ -149,3 +151,23 @@ def test_static_files_have_no_markup_sinks_and_no_remote_urls() -> None:
         if path.suffix == ".html":
             assert not re.search(r"<script(?![^>]*\bsrc=)", text), path
             assert not re.search(r"\son[a-z]+=", text), path
+
+
+async def test_views_on_both_databases(store: Store, clock: FakeClock) -> None:
+    """The dashboard's own queries (window functions, grouped costs, retry waits) answer
+    the same on SQLite and PostgreSQL."""
+    settings = Settings.load().model_copy(update={"api_tokens": []})
+    async with App.simulated(settings, clock=clock, store=store, seed=5) as app:
+        out = await Launcher(app).launch(2, "both-databases")
+        job_id = out["job_id"]
+        await app.kiln.run_until_done(job_id)
+        summary = await views.summary_view(app)
+        assert summary["counts"] == {"done": 1}
+        assert summary["awaiting_retry"] == [{"job_id": job_id, "waiting": 5}]
+        assert summary["costs"]["partial"]["batches"] == 1
+        assert summary["batches"]["done"][0]["job_id"] == job_id
+        view = await views.job_view(app, job_id)
+        assert view["failures_waiting"] == 5
+        assert [r["outcome"] for r in view["requests"][:5]] == [None] * 5
+        assert (await queries.list_jobs(app.store.engine, status="active"))[0]["id"] == job_id
+        assert await queries.list_jobs(app.store.engine, provider="openai") == []
