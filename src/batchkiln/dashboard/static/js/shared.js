@@ -48,11 +48,16 @@ export function live({ lastEventId, refresh, onEvent }) {
         schedule(event);
       },
       onState: (state) => {
-        if (state === "live") setStatus("live", "live");
-        else if (state === "unavailable") {
-          setStatus("live (polling every 2 s: no event stream)", "live");
-          fallback = setInterval(() => schedule(null), 2000);
-        } else setStatus("reconnecting…", "waiting");
+        // While the stream is down, ask every two seconds instead, so the page never
+        // goes stale; the stream's replay (Last-Event-ID) takes over when it is back.
+        if (state === "live") {
+          setStatus("live", "live");
+          if (fallback) clearInterval(fallback);
+          fallback = null;
+          return;
+        }
+        setStatus(state === "unavailable" ? "live (asking every 2 s: no event stream)" : "reconnecting… (asking every 2 s)", state === "unavailable" ? "live" : "waiting");
+        if (!fallback && !paused) fallback = setInterval(() => schedule(null), 2000);
       },
     });
   };
