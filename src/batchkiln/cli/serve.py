@@ -35,6 +35,9 @@ def serve(
     batch_size: Annotated[int, typer.Option(help="Batches the worker claims per round.")] = 10,
     idle_cap: Annotated[float, typer.Option(help="Longest idle sleep of the worker, s.")] = 30.0,
     log_level: Annotated[str, typer.Option(help="uvicorn log level.")] = "warning",
+    worker: Annotated[
+        bool, typer.Option(help="Run the worker loop here (--no-worker: API only).")
+    ] = True,
 ) -> None:
     """Serve the jobs API (Idempotency-Key semantics), the vendor webhook receivers,
     signed webhooks out, /metrics and the dashboard, and run a worker, until SIGTERM."""
@@ -65,6 +68,7 @@ def serve(
                 idle_cap=idle_cap,
                 log_level=log_level,
                 on_ready=ready,
+                run_worker=worker,
             )
 
     try:

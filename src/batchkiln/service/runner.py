@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import signal
 from collections.abc import Callable
 
 from batchkiln.app import App
@@ -33,6 +34,15 @@ async def reaper(app: App, clock: Clock, stop: asyncio.Event) -> None:
             await asyncio.wait_for(stop.wait(), timeout=REAP_EVERY_SECONDS)
 
 
+async def _until_signal() -> int:
+    stopped = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stopped.set)
+    await stopped.wait()
+    return 0
+
+
 async def run_service(
     app: App,
     *,
@@ -43,8 +53,10 @@ async def run_service(
     idle_cap: float = 30.0,
     log_level: str = "warning",
     on_ready: Callable[[str], None] | None = None,
+    run_worker: bool = True,
 ) -> int:
-    """Serve until SIGTERM/SIGINT; returns the number of worker steps."""
+    """Serve until SIGTERM/SIGINT; returns the number of worker steps. Without
+    `run_worker` the process only serves (separate `kiln worker`s do the steps)."""
     worker = Worker(app.kiln, batch_size=batch_size, idle_cap=idle_cap)
     api = create_api(app, clock=clock, wake=worker.wake)
     svc = api.state.service
@@ -58,7 +70,8 @@ async def run_service(
         on_result=svc.metrics.delivery,
     )
     stop = asyncio.Event()
-    worker.install_signal_handlers()
+    if run_worker:
+        worker.install_signal_handlers()
     async with serving(api, host=host, port=port, log_level=log_level) as url:
         if on_ready is not None:
             on_ready(url)
@@ -67,7 +80,7 @@ async def run_service(
             asyncio.create_task(reaper(app, clock, stop)),
         ]
         try:
-            steps = await worker.run()
+            steps = await worker.run() if run_worker else await _until_signal()
         finally:
             stop.set()
             sender.stop()
