@@ -55,7 +55,7 @@ async def test_job_done_is_delivered_once_signed(served: Served) -> None:
     assert payload["data"]["outcome"]["counts"] == {"succeeded": 3}
     [row] = await served.store.outbox.for_job(job_id)
     assert delivery.headers["webhook-id"] == row.id
-    assert row.state == "delivered"
+    assert row.delivery == "delivered"
     events = [e for e in await served.store.audit.for_job(job_id) if e.kind == "webhook.delivery"]
     assert [e.data["result"] for e in events if e.data] == ["delivered"]
 
@@ -67,7 +67,7 @@ async def test_a_500_is_retried_on_the_schedule_with_the_same_id(served: Served)
     sender = sender_for(served, receiver)
     await sender.run_once()
     [row] = await served.store.outbox.for_job(job_id)
-    assert row.state == "pending"
+    assert row.delivery == "pending"
     assert row.next_attempt_at == pytest.approx(served.clock.now() + SCHEDULE[0])
     served.clock.advance(SCHEDULE[0] - 1)
     assert await sender.run_once() == 0
@@ -76,7 +76,7 @@ async def test_a_500_is_retried_on_the_schedule_with_the_same_id(served: Served)
     first, second = receiver.deliveries
     assert first.headers["webhook-id"] == second.headers["webhook-id"]
     verify(second)
-    assert (await served.store.outbox.get(row.id)).state == "delivered"
+    assert (await served.store.outbox.get(row.id)).delivery == "delivered"
 
 
 async def test_retry_after_pushes_the_next_attempt_out(served: Served) -> None:
@@ -99,11 +99,11 @@ async def test_gives_up_after_the_schedule(served: Served) -> None:
     for _ in range(20):
         await sender.run_once()
         [row] = await served.store.outbox.for_job(job_id)
-        if row.state != "pending":
+        if row.delivery != "pending":
             break
         assert row.next_attempt_at is not None
         served.clock.set(row.next_attempt_at)
-    assert row.state == "failed"
+    assert row.delivery == "failed"
     assert len(receiver.deliveries) == len(SCHEDULE) + 1 == 8
     assert served.clock.now() - start == pytest.approx(sum(SCHEDULE))
     attempts = [e for e in await served.store.audit.for_job(job_id) if e.kind == "webhook.delivery"]
@@ -118,12 +118,12 @@ async def test_410_disables_the_endpoint(served: Served) -> None:
     sender = sender_for(served, receiver)
     await sender.run_once()
     rows = await served.store.outbox.for_job(job_id)
-    assert rows[0].state == "disabled"
+    assert rows[0].delivery == "disabled"
     callback = await served.store.outbox.callback(job_id)
     assert callback is not None and callback.disabled_at is not None
     await sender.run_once()  # the rest of the queue is not sent to a gone endpoint
     assert len(receiver.deliveries) == 1
-    assert {r.state for r in await served.store.outbox.for_job(job_id)} == {"disabled"}
+    assert {r.delivery for r in await served.store.outbox.for_job(job_id)} == {"disabled"}
 
 
 async def test_a_redirect_is_a_failure_and_not_followed(served: Served) -> None:
@@ -132,7 +132,7 @@ async def test_a_redirect_is_a_failure_and_not_followed(served: Served) -> None:
     receiver = Receiver(httpx.Response(302, headers={"Location": "http://169.254.169.254/"}))
     await sender_for(served, receiver).run_once()
     assert [d.url for d in receiver.deliveries] == [CALLBACK]
-    assert (await served.store.outbox.for_job(job_id))[0].state == "pending"
+    assert (await served.store.outbox.for_job(job_id))[0].delivery == "pending"
 
 
 async def test_crash_between_state_change_and_delivery(

@@ -71,7 +71,7 @@ from batchkiln.app import App
 from batchkiln.clock import Clock
 from batchkiln.engine.policy import JobOptions, RetryPolicy
 from batchkiln.errors import InputError, LineError
-from batchkiln.export import ExportFormat, record
+from batchkiln.export import ExportFormat, iter_results
 from batchkiln.service import problems
 from batchkiln.service.auth import Caller, Tokens
 from batchkiln.service.callbacks import CallbackRefused, CallbackRules
@@ -358,7 +358,7 @@ def create_api(
     ) -> JobPage:
         """Jobs, newest first; filter by state and provider; follow next_cursor."""
         before = _uncursor(cursor) if cursor else None
-        status = "done" if state == "done" else ("active" if state else None)
+        status = state if state in ("done", "awaiting_retry") else ("active" if state else None)
         found: list[JobSummary] = []
         next_cursor = None
         while len(found) < limit:
@@ -367,7 +367,11 @@ def create_api(
             )
             for row in rows:
                 before = (row.created_at, row.id)
-                word = "done" if row.status == "done" else (await app.kiln.status(row.id)).state
+                word = (
+                    str(row.status)
+                    if row.status != "active"
+                    else (await app.kiln.status(row.id)).state
+                )
                 if state is None or word == state:
                     found.append(
                         JobSummary(
@@ -411,8 +415,8 @@ def create_api(
 
         async def lines() -> AsyncIterator[bytes]:
             chunk: list[bytes] = []
-            async for row, raw, _tag in app.store.ledger.export_rows(job.id):
-                chunk.append(orjson.dumps(record(row, raw, format)) + b"\n")
+            async for item in iter_results(app.store, job.id, format):
+                chunk.append(orjson.dumps(item) + b"\n")
                 if len(chunk) >= 500:
                     yield b"".join(chunk)
                     chunk = []

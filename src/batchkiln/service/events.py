@@ -54,7 +54,7 @@ async def follow(
     sent = 0
     gap_since: float | None = None
     beat = time.monotonic()
-    contiguous = store.dialect == "postgresql"
+    contiguous = store.engine.dialect.name == "postgresql"
     while True:
         page = await store.listing.events_after(last, limit=PAGE)
         progressed = False

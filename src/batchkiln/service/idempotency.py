@@ -139,12 +139,12 @@ class Idempotency:
         try:
             if claim.state == ClaimState.FINISHED:
                 row = claim.row
-                assert row is not None and row.status is not None
+                assert row is not None and row.response_status is not None
                 if (row.method, row.path, row.fingerprint) != (method, path, payload.fingerprint):
                     raise _mismatch(key)
                 return Response(
                     row.body or b"",
-                    status_code=row.status,
+                    status_code=row.response_status,
                     media_type="application/json",
                     headers={"Idempotent-Replayed": "true"},
                 )

@@ -76,7 +76,7 @@ class Job(BaseModel):
         description="`done` when finished, `awaiting_retry` when failures wait for a manual"
         " retry, else the least advanced live Batch state"
     )
-    status: str = Field(description="active | done")
+    status: str = Field(description="the Job lifecycle state: active | awaiting_retry | done")
     provider: str
     model: str
     endpoint: str

@@ -1,7 +1,7 @@
 """Idempotency-Key records of the HTTP API, one per (caller scope, key).
 
 A key is claimed by inserting its row (the primary key is the guard, so two
-concurrent requests cannot both claim it); the row is "in flight" (status NULL,
+concurrent requests cannot both claim it); the row is "in flight" (response_status NULL,
 `locked_at` set) until the response is stored. A lock older than the lock timeout
 belongs to a request that died, and the next request with the key takes it over
 (compare-and-set on the old `locked_at`). Rows live until `expires_at`; the reaper
@@ -32,7 +32,7 @@ class ApiKeyRow:
     method: str
     path: str
     fingerprint: str | None
-    status: int | None
+    response_status: int | None
     body: bytes | None
     job_id: str | None
     created_at: float
@@ -93,7 +93,7 @@ class ApiKeys:
             if row.expires_at < now:
                 await self._delete(scope, key, expires_at=row.expires_at)
                 continue
-            if row.status is not None:
+            if row.response_status is not None:
                 return Claim(ClaimState.FINISHED, row)
             if row.locked_at is not None and now - row.locked_at < lock_timeout:
                 return Claim(ClaimState.IN_FLIGHT, row)
@@ -103,7 +103,7 @@ class ApiKeys:
                     .where(
                         api_idempotency.c.scope == scope,
                         api_idempotency.c.key == key,
-                        api_idempotency.c.status.is_(None),
+                        api_idempotency.c.response_status.is_(None),
                         api_idempotency.c.locked_at == row.locked_at,
                     )
                     .values(locked_at=now)
@@ -136,7 +136,7 @@ class ApiKeys:
                 .where(
                     api_idempotency.c.scope == scope,
                     api_idempotency.c.key == key,
-                    api_idempotency.c.status.is_(None),
+                    api_idempotency.c.response_status.is_(None),
                 )
                 .values(locked_at=now)
             )
@@ -169,7 +169,7 @@ class ApiKeys:
             await conn.execute(
                 update(api_idempotency)
                 .where(api_idempotency.c.scope == scope, api_idempotency.c.key == key)
-                .values(status=status, body=body, job_id=job_id, locked_at=None)
+                .values(response_status=status, body=body, job_id=job_id, locked_at=None)
             )
 
     async def release(self, scope: str, key: str) -> None:
@@ -180,7 +180,7 @@ class ApiKeys:
                 delete(api_idempotency).where(
                     api_idempotency.c.scope == scope,
                     api_idempotency.c.key == key,
-                    api_idempotency.c.status.is_(None),
+                    api_idempotency.c.response_status.is_(None),
                 )
             )
 

@@ -116,7 +116,7 @@ class Listing:
             lines, size = ingested.one()
             out.ingest_lines, out.ingest_bytes = int(lines), int(size)
             box = await conn.execute(
-                select(webhook_outbox.c.state, func.count()).group_by(webhook_outbox.c.state)
+                select(webhook_outbox.c.delivery, func.count()).group_by(webhook_outbox.c.delivery)
             )
             out.outbox = {str(k): int(n) for k, n in box.all()}
         return out

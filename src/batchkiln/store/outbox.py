@@ -5,7 +5,8 @@
 announces was committed: a crash loses none and sends none that did not happen.
 A Job with a callback gets a `job.done` delivery when it reaches its final
 outcome and, if it asked for `events="all"`, a `batch.transition` delivery for
-every batch state change.
+every batch state change and a `job.transition` for every other Job move (e.g.
+to `awaiting_retry`).
 
 Delivering (signing, HTTP, the retry schedule) is the service's business
 (`service.outbox`); this module only stores rows and audits each attempt.
@@ -47,7 +48,7 @@ class OutboxRow:
     job_id: str
     event_type: str
     payload: bytes
-    state: str
+    delivery: str  # pending | delivered | failed | disabled
     attempts: int
     next_attempt_at: float | None
     last_status: int | None
@@ -76,7 +77,7 @@ async def announce(
 ) -> None:
     """Inside the caller's transaction: queue the delivery this event calls for, if any."""
     final = kind in JOB_FINAL_KINDS
-    transition = batch_id is not None and from_state is not None and to_state is not None
+    transition = from_state is not None and to_state is not None
     if job_id is None or not (final or transition):
         return
     callback = (
@@ -92,7 +93,7 @@ async def announce(
         event_type = "job.done"
         body: dict[str, Any] = {"id": job_id, "job_id": job_id, "state": "done", "outcome": data}
     else:
-        event_type = "batch.transition"
+        event_type = "batch.transition" if batch_id is not None else "job.transition"
         body = {
             "id": job_id,
             "job_id": job_id,
@@ -108,7 +109,7 @@ async def announce(
             job_id=job_id,
             event_type=event_type,
             payload=payload,
-            state="pending",
+            delivery="pending",
             attempts=0,
             # 0, not `at`: due at once on any clock (the sender may run on wall time
             # while the engine runs on a simulator's virtual clock)
@@ -181,7 +182,7 @@ class Outbox:
                 await conn.execute(
                     select(webhook_outbox.c.id)
                     .where(
-                        webhook_outbox.c.state == "pending",
+                        webhook_outbox.c.delivery == "pending",
                         webhook_outbox.c.next_attempt_at <= now,
                         or_(
                             webhook_outbox.c.lease_expires_at.is_(None),
@@ -200,7 +201,7 @@ class Outbox:
                     update(webhook_outbox)
                     .where(
                         webhook_outbox.c.id == message_id,
-                        webhook_outbox.c.state == "pending",
+                        webhook_outbox.c.delivery == "pending",
                         or_(
                             webhook_outbox.c.lease_expires_at.is_(None),
                             webhook_outbox.c.lease_expires_at < now,
@@ -235,7 +236,7 @@ class Outbox:
                 .where(webhook_outbox.c.id == row.id, webhook_outbox.c.lease_owner == worker)
                 .values(
                     attempts=attempt,
-                    state=state,
+                    delivery=state,
                     last_status=status,
                     last_error=error,
                     next_attempt_at=next_attempt_at,
@@ -272,7 +273,7 @@ class Outbox:
         """Deliveries not finished yet (pending, including those waiting to retry)."""
         async with self._engine.connect() as conn:
             count = await conn.execute(
-                select(func.count()).where(webhook_outbox.c.state == "pending")
+                select(func.count()).where(webhook_outbox.c.delivery == "pending")
             )
             return int(count.scalar_one())
 
@@ -280,7 +281,7 @@ class Outbox:
         async with self._engine.begin() as conn:
             gone = await conn.execute(
                 delete(webhook_outbox).where(
-                    webhook_outbox.c.state != "pending", webhook_outbox.c.updated_at < now - keep
+                    webhook_outbox.c.delivery != "pending", webhook_outbox.c.updated_at < now - keep
                 )
             )
         return int(gone.rowcount or 0)

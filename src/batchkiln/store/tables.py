@@ -198,7 +198,7 @@ webhook_events = Table(
 # --- the HTTP service (issue 14) ---
 
 # Idempotency-Key records of the API (IETF draft-ietf-httpapi-idempotency-key-header):
-# one row per (caller scope, key); status NULL while the first request is in flight.
+# one row per (caller scope, key); response_status NULL while the first request is in flight.
 api_idempotency = Table(
     "api_idempotency",
     metadata,
@@ -207,7 +207,7 @@ api_idempotency = Table(
     Column("method", String(10), nullable=False),
     Column("path", String(300), nullable=False),
     Column("fingerprint", String(64), nullable=True),  # NULL until the body was read
-    Column("status", Integer, nullable=True),  # NULL while in flight
+    Column("response_status", Integer, nullable=True),  # NULL while in flight
     Column("body", LargeBinary, nullable=True),  # the stored response body
     Column("job_id", String(40), nullable=True),
     Column("created_at", Float, nullable=False),
@@ -236,7 +236,7 @@ webhook_outbox = Table(
     Column("job_id", String(40), nullable=False, index=True),
     Column("event_type", String(40), nullable=False),
     Column("payload", LargeBinary, nullable=False),  # the exact bytes signed and sent
-    Column("state", String(12), nullable=False),  # pending | delivered | failed | disabled
+    Column("delivery", String(12), nullable=False),  # pending | delivered | failed | disabled
     Column("attempts", Integer, nullable=False, default=0),
     Column("next_attempt_at", Float, nullable=True),
     Column("last_status", Integer, nullable=True),
@@ -245,5 +245,5 @@ webhook_outbox = Table(
     Column("lease_expires_at", Float, nullable=True),
     Column("created_at", Float, nullable=False),
     Column("updated_at", Float, nullable=False),
-    Index("ix_webhook_outbox_due", "state", "next_attempt_at"),
+    Index("ix_webhook_outbox_due", "delivery", "next_attempt_at"),
 )

@@ -1,7 +1,7 @@
 """the HTTP service: API idempotency keys, job callbacks, the webhook outbox
 
-Revision ID: 0003
-Revises: 0002
+Revision ID: 0004
+Revises: 0003
 Create Date: 2026-12-01 22:00:00.000000
 """
 
@@ -10,8 +10,8 @@ from __future__ import annotations
 import sqlalchemy as sa
 from alembic import op
 
-revision = "0003"
-down_revision = "0002"
+revision = "0004"
+down_revision = "0003"
 branch_labels = None
 depends_on = None
 
@@ -24,7 +24,7 @@ def upgrade() -> None:
         sa.Column("method", sa.String(length=10), nullable=False),
         sa.Column("path", sa.String(length=300), nullable=False),
         sa.Column("fingerprint", sa.String(length=64), nullable=True),
-        sa.Column("status", sa.Integer(), nullable=True),
+        sa.Column("response_status", sa.Integer(), nullable=True),
         sa.Column("body", sa.LargeBinary(), nullable=True),
         sa.Column("job_id", sa.String(length=40), nullable=True),
         sa.Column("created_at", sa.Float(), nullable=False),
@@ -53,7 +53,7 @@ def upgrade() -> None:
         sa.Column("job_id", sa.String(length=40), nullable=False),
         sa.Column("event_type", sa.String(length=40), nullable=False),
         sa.Column("payload", sa.LargeBinary(), nullable=False),
-        sa.Column("state", sa.String(length=12), nullable=False),
+        sa.Column("delivery", sa.String(length=12), nullable=False),
         sa.Column("attempts", sa.Integer(), nullable=False),
         sa.Column("next_attempt_at", sa.Float(), nullable=True),
         sa.Column("last_status", sa.Integer(), nullable=True),
@@ -66,7 +66,9 @@ def upgrade() -> None:
     )
     with op.batch_alter_table("webhook_outbox", schema=None) as batch_op:
         batch_op.create_index(batch_op.f("ix_webhook_outbox_job_id"), ["job_id"], unique=False)
-        batch_op.create_index("ix_webhook_outbox_due", ["state", "next_attempt_at"], unique=False)
+        batch_op.create_index(
+            "ix_webhook_outbox_due", ["delivery", "next_attempt_at"], unique=False
+        )
 
 
 def downgrade() -> None:
