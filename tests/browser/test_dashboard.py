@@ -267,7 +267,7 @@ def test_injected_script_is_shown_as_text(page: Any, served: LiveServer, tmp_pat
 
 def test_main_page_has_no_level_a_violations(browser: Any, served: LiveServer) -> None:
     """axe-core (vendored in the test data) finds no WCAG 2.x level A violation on the
-    main page, in either view."""
+    main page, in either view, nor on a job page."""
     console = Console()
     context = browser.new_context(base_url=served.url, bypass_csp=True)  # to inject axe
     page = context.new_page()
@@ -287,6 +287,13 @@ def test_main_page_has_no_level_a_violations(browser: Any, served: LiveServer) -
             ]
             assert problems == [], view
             assert len(result["passes"]) > 10
+        job_id = launch(served, 1, "axe-job-page")
+        open_page(page, f"/jobs/{job_id}")
+        page.add_script_tag(path=str(AXE))
+        result = page.evaluate(
+            "axe.run(document, {runOnly: {type: 'tag', values: ['wcag2a', 'wcag21a']}})"
+        )
+        assert [v["id"] for v in result["violations"]] == [], "job page"
     finally:
         context.close()
     assert console.errors == []
