@@ -3,6 +3,8 @@ metrics and problem details."""
 
 from __future__ import annotations
 
+import datetime as dt
+import time
 from collections.abc import Callable
 from typing import Any
 
@@ -217,3 +219,45 @@ async def test_budget_refusal_is_a_422_problem(served: Served) -> None:
     assert r.status_code == 422
     assert r.json()["type"] == "urn:batchkiln:problem:budget_exceeded"
     assert "kiln_budget_refusals_total 1.0" in (await served.client.get("/metrics")).text
+
+
+async def test_vendor_webhooks_are_mounted_and_need_only_a_signature(
+    make_served: Callable[..., Any],
+) -> None:
+    """/webhooks/openai takes a Standard Webhooks signature (no bearer token) and only
+    marks the batch due; a bad signature is 400."""
+    from standardwebhooks import Webhook
+
+    from .conftest import SECRET
+
+    async with make_served(webhook_secrets=SECRET, api_tokens="ci:tok") as s:
+        job = await s.client.post(
+            "/v1/jobs",
+            json=inline_job(),
+            headers={"Idempotency-Key": "wh", "Authorization": "Bearer tok"},
+        )
+        job_id = job.json()["id"]
+        await s.app.kiln.run_once(job_id=job_id)  # submitted: the batch has a vendor id
+        batch = (await s.store.batches.for_job(job_id))[0]
+        body = orjson.dumps({"type": "batch.completed", "data": {"id": batch.vendor_id}})
+        now = int(time.time())
+        s.clock.set(now)  # the receiver checks the timestamp against the App's clock
+        signature = Webhook(SECRET).sign(
+            "evt_1", dt.datetime.fromtimestamp(now, dt.UTC), body.decode()
+        )
+        headers = {
+            "webhook-id": "evt_1",
+            "webhook-timestamp": str(now),
+            "webhook-signature": signature,
+        }
+        ok = await s.client.post("/webhooks/openai", content=body, headers=headers)
+        assert ok.status_code == 200 and ok.json() == {
+            "ok": True,
+            "duplicate": False,
+            "known": True,
+        }
+        again = await s.client.post("/webhooks/openai", content=body, headers=headers)
+        assert again.json()["duplicate"] is True
+        headers["webhook-signature"] = "v1,bm90IGEgc2lnbmF0dXJl"
+        bad = await s.client.post("/webhooks/openai", content=body, headers=headers)
+        assert bad.status_code == 400
