@@ -3,13 +3,18 @@ misses nothing and repeats nothing."""
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator
 from typing import Any
 
 import httpx
 import orjson
+import pytest
 
+from batchkiln import Store
+from batchkiln.service.events import follow
 from batchkiln.service.serve import serving
+from batchkiln.store.audit import append_event
 
 from .conftest import Served, inline_job
 
@@ -84,3 +89,28 @@ async def test_filter_by_job_and_resume_by_query(served: Served) -> None:
 async def _lines(text: str) -> AsyncIterator[str]:
     for line in text.split("\n"):
         yield line
+
+
+async def test_out_of_order_commits_are_emitted_in_id_order_once(store: Store) -> None:
+    """PostgreSQL: an event whose transaction commits after a later id's is not
+    skipped: the stream waits for the gap, then sends both, in order, once."""
+    if store.engine.dialect.name != "postgresql":
+        pytest.skip("SQLite serialises writers (BEGIN IMMEDIATE): ids commit in order")
+    async with store.engine.begin() as conn:
+        await append_event(conn, at=0.0, kind="first")
+    stream = follow(store, after=1, limit=2, poll_seconds=0.05)
+    assert await anext(stream) == b"retry: 1000\n\n"
+    slow = await store.engine.connect()
+    await slow.begin()
+    await append_event(slow, at=0.0, kind="slow")  # id 2, not committed yet
+    async with store.engine.begin() as conn:
+        await append_event(conn, at=0.0, kind="fast")  # id 3, committed first
+    pending = asyncio.ensure_future(anext(stream))
+    await asyncio.sleep(0.5)
+    assert not pending.done()  # id 3 is held back while id 2 may still commit
+    await slow.commit()
+    await slow.close()
+    first = await asyncio.wait_for(pending, 5)
+    second = await asyncio.wait_for(anext(stream), 5)
+    assert first.startswith(b"id: 2\n") and b'"slow"' in first
+    assert second.startswith(b"id: 3\n") and b'"fast"' in second
