@@ -25,7 +25,7 @@ from batchkiln.service.serve import serving
 from batchkiln.settings import Settings
 
 T = TypeVar("T")
-SPEED = 300.0  # vendor seconds per real second: a scenario-2 batch takes about a second
+SPEED = 120.0  # vendor seconds per real second: a scenario-2 batch takes 2-3 s
 
 
 class LiveServer:

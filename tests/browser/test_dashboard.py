@@ -182,6 +182,7 @@ def test_scenario_2_partial_then_retry_to_done(page: Any, served: LiveServer) ->
     page.wait_for_selector("#retry", timeout=60_000)
     retry = page.locator("#retry")
     assert retry.inner_text() == "Retry 5 failed requests"
+    assert page.inner_text("#job-lifecycle li[aria-current=step]") == "awaiting_retry"
     page.focus("[data-node=retry]")
     assert "Waiting for a retry: 1 job" in page.inner_text("#card")
     parent = page.locator("#lineage li[data-batch]").first
@@ -195,8 +196,12 @@ def test_scenario_2_partial_then_retry_to_done(page: Any, served: LiveServer) ->
     page.wait_for_selector("#lineage ul.tree:not(.root) li[data-state=done]", timeout=60_000)
     assert posted and posted[0].get("idempotency-key", "").startswith("retry-")
     child = page.locator("#lineage ul.tree:not(.root) li[data-batch]").first
-    assert "pending → in_progress → completed" in child.locator(".walked").inner_text()
+    walked = child.locator(".walked").inner_text().split(" → ")
+    # (a poll may land after the vendor finished and see pending -> completed directly:
+    # the lifecycle allows it; mostly the child is seen in_progress on the way)
+    assert walked.index("pending") < walked.index("completed") < walked.index("done")
     until("the job page to say done", lambda: page.inner_text("#job-state") == "done")
+    assert page.inner_text("#job-lifecycle li[aria-current=step]") == "done"
     hygiene = page.inner_text("#hygiene")
     assert "archived until" in hygiene
     assert "Cost record stored" in hygiene and "audit event #" in hygiene

@@ -21,6 +21,8 @@ from batchkiln.lifecycle import (
     DIAGRAM_STEPS,
     EDGE_LABELS,
     ENDED_AT_VENDOR,
+    JOB_STATE_INFO,
+    JOB_TRANSITIONS,
     LIVE_AT_VENDOR,
     PALETTE,
     STATE_INFO,
@@ -320,6 +322,22 @@ async def job_view(app: App, job_id: str) -> dict[str, Any]:
         "failures_waiting": failures_waiting if not options.retry.auto_retry else 0,
         "requests": await queries.job_requests(app.store.engine, job.id),
         "hygiene": hygiene(job.id, events),
+        "job_lifecycle": job_lifecycle(str(job.status)),
+    }
+
+
+def job_lifecycle(current: str) -> dict[str, Any]:
+    """The Job's own lifecycle (lifecycle.JOB_*), with the job's state marked."""
+    return {
+        "current": current,
+        "states": [
+            {"id": s.value, "meaning": i.meaning, "next_action": i.next_action}
+            for s, i in JOB_STATE_INFO.items()
+        ],
+        "edges": [
+            {"from": a.value, "event": e.value, "to": b.value}
+            for (a, e), b in JOB_TRANSITIONS.items()
+        ],
     }
 
 

@@ -32,6 +32,24 @@ function overview(v) {
   document.title = `batchkiln · ${j.id}`;
 }
 
+function jobLifecycle(v) {
+  // The Job's own lifecycle (active → awaiting_retry → done), its words from lifecycle.py.
+  const lc = v.job_lifecycle;
+  const here = lc.states.find((s) => s.id === lc.current);
+  const steps = el("ol", { class: "job-steps", "aria-label": "Job lifecycle" });
+  for (const s of lc.states) {
+    const moves = lc.edges.filter((e) => e.from === s.id).map((e) => `${e.event} → ${e.to}`);
+    steps.append(
+      el("li", { class: s.id === lc.current ? "current" : "", "aria-current": s.id === lc.current ? "step" : null, title: moves.join("; ") || "final" }, el("span", { class: `state state-${s.id}`, text: s.id })),
+    );
+  }
+  replace(
+    document.getElementById("job-lifecycle"),
+    steps,
+    here ? el("p", { class: "job-state-text" }, el("strong", { text: "Job: " }), `${here.meaning}. Next: ${here.next_action}.`) : null,
+  );
+}
+
 function retryButton(v) {
   // Kept across refreshes (only its words change), so a press is never lost to a redraw.
   const area = document.getElementById("retry-area");
@@ -175,6 +193,7 @@ async function refresh() {
   const [v, summary] = await Promise.all([getJSON(`/dashboard/api/jobs/${encodeURIComponent(jobId)}`), getJSON(`/dashboard/api/summary?job=${encodeURIComponent(jobId)}`)]);
   view = v;
   overview(v);
+  jobLifecycle(v);
   retryButton(v);
   lineage(v);
   costs(v);
