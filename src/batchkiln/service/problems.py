@@ -179,7 +179,13 @@ def install(api: FastAPI) -> None:
             exc.status_code, "http", str(exc.detail), headers=dict(exc.headers or {})
         )
 
+    async def on_crash(_request: Request, exc: Exception) -> Response:
+        # no detail: an unexpected error's text may carry data that must not leak
+        del exc
+        return problem_response(500, "internal", "unexpected error; it was not stored")
+
     api.add_exception_handler(ProblemError, on_problem)
+    api.add_exception_handler(Exception, on_crash)
     api.add_exception_handler(KilnError, on_kiln)
     api.add_exception_handler(RequestValidationError, on_validation)
     api.add_exception_handler(StarletteHTTPException, on_http)

@@ -57,7 +57,13 @@ async def run_service(
 ) -> int:
     """Serve until SIGTERM/SIGINT; returns the number of worker steps. Without
     `run_worker` the process only serves (separate `kiln worker`s do the steps)."""
-    worker = Worker(app.kiln, batch_size=batch_size, idle_cap=idle_cap)
+    wake_sender: list[Callable[[], None]] = []
+
+    def stepped(_count: int) -> None:  # a step may have queued a delivery
+        for wake in wake_sender:
+            wake()
+
+    worker = Worker(app.kiln, batch_size=batch_size, idle_cap=idle_cap, on_step=stepped)
     api = create_api(app, clock=clock, wake=worker.wake)
     svc = api.state.service
     check_bind(host, svc.tokens)
@@ -69,6 +75,7 @@ async def run_service(
         rules=svc.rules,
         on_result=svc.metrics.delivery,
     )
+    wake_sender.append(sender.wake)
     stop = asyncio.Event()
     if run_worker:
         worker.install_signal_handlers()
