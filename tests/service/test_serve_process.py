@@ -9,6 +9,7 @@ import os
 import re
 import signal
 import sys
+import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -30,11 +31,42 @@ TOKEN = "acceptance-token-0123456789"
 KILN = Path(sys.executable).with_name("kiln")
 
 
+POSTGRES = os.environ.get("KILN_TEST_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/test")
+IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
+
+
 @asynccontextmanager
-async def kiln_serve(tmp: Path) -> AsyncIterator[tuple[str, asyncio.subprocess.Process]]:
+async def database(kind: str, tmp: Path) -> AsyncIterator[str]:
+    """A fresh database for one `kiln serve` process: a SQLite file, or a new
+    PostgreSQL database (dropped afterwards)."""
+    if kind == "sqlite":
+        yield f"sqlite:///{tmp}/kiln.db"
+        return
+    import asyncpg
+
+    admin_url = POSTGRES.replace("postgresql+asyncpg://", "postgresql://")
+    try:
+        admin = await asyncpg.connect(admin_url, timeout=5)
+    except (OSError, asyncpg.PostgresError) as exc:
+        if IN_CI:
+            pytest.fail(f"PostgreSQL not reachable at {admin_url}: {exc} (CI=true)")
+        pytest.skip(f"PostgreSQL not reachable at {admin_url}: {exc}")
+    name = f"kiln_serve_{os.getpid()}_{int(time.time() * 1000) % 10**8}"
+    await admin.execute(f'CREATE DATABASE "{name}"')
+    try:
+        yield admin_url.rsplit("/", 1)[0] + f"/{name}"
+    finally:
+        await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        await admin.close()
+
+
+@asynccontextmanager
+async def kiln_serve(
+    tmp: Path, database_url: str
+) -> AsyncIterator[tuple[str, asyncio.subprocess.Process]]:
     env = {
         **os.environ,
-        "KILN_DATABASE_URL": f"sqlite:///{tmp}/kiln.db",
+        "KILN_DATABASE_URL": database_url,
         "KILN_CALLBACK_SECRET": SECRET,
         "KILN_CALLBACK_ALLOW_LOOPBACK": "1",
         "KILN_API_TOKENS": f"acceptance:{TOKEN}",
@@ -66,8 +98,10 @@ async def kiln_serve(tmp: Path) -> AsyncIterator[tuple[str, asyncio.subprocess.P
                 await proc.wait()
 
 
-async def test_kiln_serve_end_to_end(tmp_path: Path) -> None:
-    """Submit, callback (verified), results, replay, clean SIGTERM exit: a real process."""
+@pytest.mark.parametrize("kind", ["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
+async def test_kiln_serve_end_to_end(tmp_path: Path, kind: str) -> None:
+    """Submit, callback (verified), results, replay, clean SIGTERM exit: a real process,
+    on SQLite and on PostgreSQL."""
     received: asyncio.Queue[tuple[bytes, dict[str, str]]] = asyncio.Queue()
 
     async def hook(request: Request) -> JSONResponse:
@@ -75,7 +109,11 @@ async def test_kiln_serve_end_to_end(tmp_path: Path) -> None:
         return JSONResponse({"ok": True})
 
     receiver = Starlette(routes=[Route("/hook", hook, methods=["POST"])])
-    async with serving(receiver, port=0) as hook_url, kiln_serve(tmp_path) as (url, proc):
+    async with (
+        database(kind, tmp_path) as database_url,
+        serving(receiver, port=0) as hook_url,
+        kiln_serve(tmp_path, database_url) as (url, proc),
+    ):
         auth = {"Authorization": f"Bearer {TOKEN}"}
         async with httpx.AsyncClient(base_url=url, headers=auth, timeout=30) as client:
             assert (await client.get("/readyz")).status_code == 200
