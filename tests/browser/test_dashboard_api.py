@@ -172,4 +172,7 @@ async def test_views_on_both_databases(store: Store, clock: FakeClock) -> None:
         listed = await queries.list_jobs(app.store.engine)
         assert listed[0]["id"] == job_id and listed[0]["status"] != "done"
         assert await queries.list_jobs(app.store.engine, status="done") == []
+        status = await app.kiln.status(job_id)
+        words = await queries.job_states(app.store.engine, listed)
+        assert words[job_id] == (status.state, status.counts)  # the engine's own word
         assert await queries.list_jobs(app.store.engine, provider="openai") == []

@@ -16,6 +16,7 @@ from typing import Any
 from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from batchkiln.lifecycle import State
 from batchkiln.store.tables import audit_events, batches, costs, jobs, requests
 
 
@@ -184,3 +185,40 @@ async def awaiting_retry(engine: AsyncEngine, *, limit: int = 10) -> list[dict[s
     )
     async with engine.connect() as conn:
         return [{"job_id": str(j), "waiting": int(n)} for j, n in (await conn.execute(query)).all()]
+
+
+async def job_states(
+    engine: AsyncEngine, jobs_: list[dict[str, Any]]
+) -> dict[str, tuple[str, dict[str, int]]]:
+    """For listed jobs, in two queries: the state word `JobStatus.state` gives (the
+    job's own state once it is not active, else its least advanced live batch state)
+    and the counts of its requests by outcome."""
+    ids = [str(j["id"]) for j in jobs_]
+    if not ids:
+        return {}
+    order = {s.value: i for i, s in enumerate(State)}
+    live: dict[str, str] = {}
+    counts: dict[str, dict[str, int]] = {i: {} for i in ids}
+    async with engine.connect() as conn:
+        rows = await conn.execute(
+            select(batches.c.job_id, batches.c.state)
+            .where(batches.c.job_id.in_(ids), batches.c.state != State.DONE.value)
+            .distinct()
+        )
+        for job_id, state in rows:
+            best = live.get(job_id)
+            if best is None or order.get(str(state), 99) < order.get(best, 99):
+                live[job_id] = str(state)
+        tallies = await conn.execute(
+            select(requests.c.job_id, requests.c.outcome, func.count())
+            .where(requests.c.job_id.in_(ids))
+            .group_by(requests.c.job_id, requests.c.outcome)
+        )
+        for job_id, outcome, n in tallies:
+            counts[job_id][outcome or "pending"] = int(n)
+    out = {}
+    for j in jobs_:
+        status = str(j["status"])
+        word = live.get(str(j["id"]), status) if status == "active" else status
+        out[str(j["id"])] = (word, counts[str(j["id"])])
+    return out

@@ -169,12 +169,13 @@ def mount(api: FastAPI, app: App) -> None:
         rows = await queries.list_jobs(
             app.store.engine, status=status or None, provider=provider or None, limit=limit
         )
+        words = await queries.job_states(app.store.engine, rows)
         out = []
         for row in rows:
-            st = await app.kiln.status(str(row["id"]))
-            if state and st.state != state:
+            word, counts = words[str(row["id"])]
+            if state and word != state:
                 continue
-            out.append({**row, "state": st.state, "counts": st.counts})
+            out.append({**row, "state": word, "counts": counts})
         return {
             "jobs": out,
             "providers": await queries.providers_in_use(app.store.engine),

@@ -37,7 +37,7 @@ export function live({ lastEventId, refresh, onEvent }) {
       } catch (err) {
         setStatus(`update failed: ${err.message}`, "error");
       }
-    }, 200);
+    }, 400);
   };
   const start = () => {
     handle = follow(STREAM, {
