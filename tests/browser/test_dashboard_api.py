@@ -169,10 +169,11 @@ async def test_views_on_both_databases(store: Store, clock: FakeClock) -> None:
         view = await views.job_view(app, job_id)
         assert view["failures_waiting"] == 5
         assert [r["outcome"] for r in view["requests"][:5]] == [None] * 5
-        listed = await queries.list_jobs(app.store.engine)
-        assert listed[0]["id"] == job_id and listed[0]["status"] != "done"
-        assert await queries.list_jobs(app.store.engine, status="done") == []
         status = await app.kiln.status(job_id)
-        words = await queries.job_states(app.store.engine, listed)
-        assert words[job_id] == (status.state, status.counts)  # the engine's own word
-        assert await queries.list_jobs(app.store.engine, provider="openai") == []
+        async with app.store.engine.connect() as conn:
+            listed = await queries.list_jobs(conn)
+            assert listed[0]["id"] == job_id and listed[0]["status"] != "done"
+            assert await queries.list_jobs(conn, status="done") == []
+            words = await queries.job_states(conn, listed)
+            assert words[job_id] == (status.state, status.counts)  # the engine's own word
+            assert await queries.list_jobs(conn, provider="openai") == []

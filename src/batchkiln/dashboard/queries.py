@@ -2,10 +2,10 @@
 batches grouped by state, costs grouped by the vendor outcome that billed them, a
 filtered job list, and a job's requests.
 
-They run on the App's own engine (`app.store.engine`) with SQLAlchemy Core and
-write nothing; every state change still goes through the engine. Kept here, not
-in store/, because only the dashboard needs these shapes and the store's
-repositories are being reshaped on main (a small local module merges easily).
+They run on a connection of the App's own engine (`app.store.engine`; a view asks
+all its questions on one, since every SQLite transaction here takes the write lock)
+with SQLAlchemy Core and write nothing; every state change still goes through the
+engine. Kept here, not in store/, because only the dashboard needs these shapes.
 """
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from sqlalchemy import func, select
-from sqlalchemy.ext.asyncio import AsyncEngine
+from sqlalchemy.ext.asyncio import AsyncConnection
 
 from batchkiln.lifecycle import State
 from batchkiln.store.tables import audit_events, batches, costs, jobs, requests
@@ -27,17 +27,16 @@ class StateCost:
     list_cost_usd: float
 
 
-async def batch_counts(engine: AsyncEngine, *, job_id: str | None = None) -> dict[str, int]:
+async def batch_counts(conn: AsyncConnection, *, job_id: str | None = None) -> dict[str, int]:
     """How many batches are in each state right now (of one job, or of all)."""
     query = select(batches.c.state, func.count()).group_by(batches.c.state)
     if job_id is not None:
         query = query.where(batches.c.job_id == job_id)
-    async with engine.connect() as conn:
-        return {str(s): int(n) for s, n in (await conn.execute(query)).all()}
+    return {str(s): int(n) for s, n in (await conn.execute(query)).all()}
 
 
 async def batches_in_states(
-    engine: AsyncEngine, *, job_id: str | None = None, per_state: int = 12
+    conn: AsyncConnection, *, job_id: str | None = None, per_state: int = 12
 ) -> list[dict[str, Any]]:
     """The newest batches of each state (at most `per_state` each), for the cards."""
     ranked = select(
@@ -62,13 +61,12 @@ async def batches_in_states(
         ranked = ranked.where(batches.c.job_id == job_id)
     sub = ranked.subquery()
     query = select(sub).where(sub.c.rank <= per_state).order_by(sub.c.state, sub.c.rank)
-    async with engine.connect() as conn:
-        rows = (await conn.execute(query)).mappings().all()
+    rows = (await conn.execute(query)).mappings().all()
     return [{k: v for k, v in row.items() if k != "rank"} for row in rows]
 
 
 async def cost_by_outcome(
-    engine: AsyncEngine, *, job_id: str | None = None
+    conn: AsyncConnection, *, job_id: str | None = None
 ) -> dict[str, StateCost]:
     """Recorded actual cost, grouped by the vendor outcome each billed batch ended in
     (read from its `batch.download` audit event: completed, partial, expired, ...)."""
@@ -93,13 +91,12 @@ async def cost_by_outcome(
     )
     if job_id is not None:
         query = query.where(costs.c.job_id == job_id)
-    async with engine.connect() as conn:
-        rows = (await conn.execute(query)).all()
+    rows = (await conn.execute(query)).all()
     return {str(o): StateCost(int(n), float(c), float(lc)) for o, n, c, lc in rows}
 
 
 async def list_jobs(
-    engine: AsyncEngine,
+    conn: AsyncConnection,
     *,
     status: str | None = None,
     provider: str | None = None,
@@ -120,19 +117,17 @@ async def list_jobs(
         query = query.where(jobs.c.status == status)
     if provider:
         query = query.where(jobs.c.provider == provider)
-    async with engine.connect() as conn:
-        rows = (await conn.execute(query.limit(limit))).mappings().all()
+    rows = (await conn.execute(query.limit(limit))).mappings().all()
     return [dict(row) for row in rows]
 
 
-async def providers_in_use(engine: AsyncEngine) -> list[str]:
-    async with engine.connect() as conn:
-        rows = await conn.execute(select(jobs.c.provider).distinct().order_by(jobs.c.provider))
-        return [str(p) for (p,) in rows]
+async def providers_in_use(conn: AsyncConnection) -> list[str]:
+    rows = await conn.execute(select(jobs.c.provider).distinct().order_by(jobs.c.provider))
+    return [str(p) for (p,) in rows]
 
 
 async def job_requests(
-    engine: AsyncEngine, job_id: str, *, limit: int = 25
+    conn: AsyncConnection, job_id: str, *, limit: int = 25
 ) -> list[dict[str, Any]]:
     """A job's requests that did not (yet) succeed, then the first others, in input
     order (each part capped at `limit`)."""
@@ -155,24 +150,21 @@ async def job_requests(
         .limit(limit)
     )
     first = select(*columns).where(requests.c.job_id == job_id).order_by(requests.c.seq)
-    async with engine.connect() as conn:
-        rows = [dict(r) for r in (await conn.execute(unsettled)).mappings().all()]
-        seen = {r["seq"] for r in rows}
-        for r in (await conn.execute(first.limit(limit + len(seen)))).mappings().all():
-            if r["seq"] not in seen and len(rows) < 2 * limit:
-                rows.append(dict(r))
+    rows = [dict(r) for r in (await conn.execute(unsettled)).mappings().all()]
+    seen = {r["seq"] for r in rows}
+    for r in (await conn.execute(first.limit(limit + len(seen)))).mappings().all():
+        if r["seq"] not in seen and len(rows) < 2 * limit:
+            rows.append(dict(r))
     return rows
 
 
-async def last_event_id(engine: AsyncEngine) -> int:
+async def last_event_id(conn: AsyncConnection) -> int:
     """The newest audit event's id (0 when there is none): where a live view starts."""
-    async with engine.connect() as conn:
-        return int(
-            (await conn.execute(select(func.coalesce(func.max(audit_events.c.id), 0)))).scalar_one()
-        )
+    newest = select(func.coalesce(func.max(audit_events.c.id), 0))
+    return int((await conn.execute(newest)).scalar_one())
 
 
-async def awaiting_retry(engine: AsyncEngine, *, limit: int = 10) -> list[dict[str, Any]]:
+async def awaiting_retry(conn: AsyncConnection, *, limit: int = 10) -> list[dict[str, Any]]:
     """Jobs with requests that have no outcome while their batch is done: failures
     waiting for a manual retry (automatic retry off), with how many, newest first."""
     query = (
@@ -183,12 +175,11 @@ async def awaiting_retry(engine: AsyncEngine, *, limit: int = 10) -> list[dict[s
         .order_by(func.max(batches.c.updated_at).desc())
         .limit(limit)
     )
-    async with engine.connect() as conn:
-        return [{"job_id": str(j), "waiting": int(n)} for j, n in (await conn.execute(query)).all()]
+    return [{"job_id": str(j), "waiting": int(n)} for j, n in (await conn.execute(query)).all()]
 
 
 async def job_states(
-    engine: AsyncEngine, jobs_: list[dict[str, Any]]
+    conn: AsyncConnection, jobs_: list[dict[str, Any]]
 ) -> dict[str, tuple[str, dict[str, int]]]:
     """For listed jobs, in two queries: the state word `JobStatus.state` gives (the
     job's own state once it is not active, else its least advanced live batch state)
@@ -199,23 +190,22 @@ async def job_states(
     order = {s.value: i for i, s in enumerate(State)}
     live: dict[str, str] = {}
     counts: dict[str, dict[str, int]] = {i: {} for i in ids}
-    async with engine.connect() as conn:
-        rows = await conn.execute(
-            select(batches.c.job_id, batches.c.state)
-            .where(batches.c.job_id.in_(ids), batches.c.state != State.DONE.value)
-            .distinct()
-        )
-        for job_id, state in rows:
-            best = live.get(job_id)
-            if best is None or order.get(str(state), 99) < order.get(best, 99):
-                live[job_id] = str(state)
-        tallies = await conn.execute(
-            select(requests.c.job_id, requests.c.outcome, func.count())
-            .where(requests.c.job_id.in_(ids))
-            .group_by(requests.c.job_id, requests.c.outcome)
-        )
-        for job_id, outcome, n in tallies:
-            counts[job_id][outcome or "pending"] = int(n)
+    rows = await conn.execute(
+        select(batches.c.job_id, batches.c.state)
+        .where(batches.c.job_id.in_(ids), batches.c.state != State.DONE.value)
+        .distinct()
+    )
+    for job_id, state in rows:
+        best = live.get(job_id)
+        if best is None or order.get(str(state), 99) < order.get(best, 99):
+            live[job_id] = str(state)
+    tallies = await conn.execute(
+        select(requests.c.job_id, requests.c.outcome, func.count())
+        .where(requests.c.job_id.in_(ids))
+        .group_by(requests.c.job_id, requests.c.outcome)
+    )
+    for job_id, outcome, n in tallies:
+        counts[job_id][outcome or "pending"] = int(n)
     out = {}
     for j in jobs_:
         status = str(j["status"])

@@ -166,10 +166,12 @@ def mount(api: FastAPI, app: App) -> None:
         limit: int = 50,
     ) -> dict[str, Any]:
         limit = max(1, min(limit, 200))
-        rows = await queries.list_jobs(
-            app.store.engine, status=status or None, provider=provider or None, limit=limit
-        )
-        words = await queries.job_states(app.store.engine, rows)
+        async with app.store.engine.connect() as conn:  # one transaction for the list
+            rows = await queries.list_jobs(
+                conn, status=status or None, provider=provider or None, limit=limit
+            )
+            words = await queries.job_states(conn, rows)
+            providers = await queries.providers_in_use(conn)
         out = []
         for row in rows:
             word, counts = words[str(row["id"])]
@@ -178,7 +180,7 @@ def mount(api: FastAPI, app: App) -> None:
             out.append({**row, "state": word, "counts": counts})
         return {
             "jobs": out,
-            "providers": await queries.providers_in_use(app.store.engine),
+            "providers": providers,
             "now": app.clock.now(),
         }
 

@@ -158,13 +158,24 @@ def _batch_card(row: dict[str, Any], now: float) -> dict[str, Any]:
 
 
 async def summary_view(app: App, *, job_id: str | None = None) -> dict[str, Any]:
-    engine = app.store.engine
     now = app.clock.now()
-    counts = await queries.batch_counts(engine, job_id=job_id)
+    async with app.store.engine.connect() as conn:  # one transaction for the whole view
+        counts = await queries.batch_counts(conn, job_id=job_id)
+        listed = await queries.batches_in_states(conn, job_id=job_id)
+        billed = await queries.cost_by_outcome(conn, job_id=job_id)
+        last_event_id = await queries.last_event_id(conn)
+        waiting = await queries.awaiting_retry(conn)
+        newest_done = (
+            job_id
+            if job_id is not None
+            else next(
+                (str(j["id"]) for j in await queries.list_jobs(conn, status="done", limit=1)),
+                None,
+            )
+        )
     by_state: dict[str, list[dict[str, Any]]] = {}
-    for row in await queries.batches_in_states(engine, job_id=job_id):
+    for row in listed:
         by_state.setdefault(str(row["state"]), []).append(_batch_card(row, now))
-    billed = await queries.cost_by_outcome(engine, job_id=job_id)
     costs = {k: {"batches": v.batches, "usd": v.cost_usd} for k, v in billed.items()}
     costs[State.DONE.value] = {
         "batches": sum(v.batches for v in billed.values()),
@@ -172,28 +183,16 @@ async def summary_view(app: App, *, job_id: str | None = None) -> dict[str, Any]
     }
     return {
         "now": now,
-        "last_event_id": await queries.last_event_id(engine),
+        "last_event_id": last_event_id,
         "job_id": job_id,
         "counts": counts,
         "batches": by_state,
         "costs": costs,
-        "hygiene": await _latest_hygiene(app, job_id),
-        "awaiting_retry": [
-            w
-            for w in await queries.awaiting_retry(engine)
-            if job_id is None or w["job_id"] == job_id
-        ],
+        "hygiene": None
+        if newest_done is None
+        else hygiene(newest_done, await app.store.audit.for_job(newest_done)),
+        "awaiting_retry": [w for w in waiting if job_id is None or w["job_id"] == job_id],
     }
-
-
-async def _latest_hygiene(app: App, job_id: str | None) -> dict[str, Any] | None:
-    """The Done card's hygiene: of `job_id`, or of the newest finished job."""
-    if job_id is None:
-        done = await queries.list_jobs(app.store.engine, status="done", limit=1)
-        if not done:
-            return None
-        job_id = str(done[0]["id"])
-    return hygiene(job_id, await app.store.audit.for_job(job_id))
 
 
 def hygiene(job_id: str, events: list[AuditEvent]) -> dict[str, Any] | None:
@@ -320,10 +319,15 @@ async def job_view(app: App, job_id: str) -> dict[str, Any]:
             "recorded_batches": len(recorded),
         },
         "failures_waiting": failures_waiting if not options.retry.auto_retry else 0,
-        "requests": await queries.job_requests(app.store.engine, job.id),
+        "requests": await _requests(app, job.id),
         "hygiene": hygiene(job.id, events),
         "job_lifecycle": job_lifecycle(str(job.status)),
     }
+
+
+async def _requests(app: App, job_id: str) -> list[dict[str, Any]]:
+    async with app.store.engine.connect() as conn:
+        return await queries.job_requests(conn, job_id)
 
 
 def job_lifecycle(current: str) -> dict[str, Any]:
