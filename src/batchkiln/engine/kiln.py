@@ -27,6 +27,7 @@ from batchkiln.engine.tracking import Tracker
 from batchkiln.intake import batch_tag, derive_batch_key, iter_requests, job_key, validate_file
 from batchkiln.lifecycle import ENDED_AT_VENDOR, LIVE_AT_VENDOR, Event, JobState, State
 from batchkiln.providers.base import Provider, VendorError
+from batchkiln.providers.counted import CountedProvider
 from batchkiln.store import BatchRow, JobRow, NewBatch, StaleTransition, Store
 
 
@@ -185,10 +186,12 @@ class Kiln:
             await self.store.ledger.job_counts(job.id),
         )
 
-    async def step(self, batch: BatchRow) -> StepResult:
-        """Run the one step a batch's state calls for."""
-        job = await self.store.jobs.get(batch.job_id)
-        provider = self.provider(job.provider)
+    async def step(
+        self, batch: BatchRow, job: JobRow | None = None, provider: Provider | None = None
+    ) -> StepResult:
+        """Run the one step a batch's state calls for (`job`: its Job, if already read)."""
+        job = job or await self.store.jobs.get(batch.job_id)
+        provider = provider or self.provider(job.provider)
         if batch.state in (State.NOT_SUBMITTED, State.SUBMITTING):
             return await self.submitter.submit(job, batch, provider)
         if batch.state in LIVE_AT_VENDOR:
@@ -203,14 +206,20 @@ class Kiln:
         claimed = await self.store.batches.claim_due(
             worker=self.worker, lease_seconds=self.lease_seconds, limit=limit, job_id=job_id
         )
-        listed = await self.refresher.refresh(claimed)  # several due: one list call
+        if not claimed:
+            return 0
+        jobs = await self.store.jobs.many(b.job_id for b in claimed)  # one read for all
+        listed = await self.refresher.refresh(claimed, jobs)  # several due: one list call
         for batch in claimed:
-            await self._step_and_release(batch, listed.get(batch.id))
+            await self._step_and_release(batch, jobs[batch.job_id], listed.get(batch.id))
         return len(claimed)
 
-    async def _step_and_release(self, batch: BatchRow, done: StepResult | None = None) -> None:
+    async def _step_and_release(
+        self, batch: BatchRow, job: JobRow, done: StepResult | None = None
+    ) -> None:
+        provider = CountedProvider(self.provider(job.provider))  # counts this step's calls
         try:
-            result = done if done is not None else await self.step(batch)
+            result = done if done is not None else await self.step(batch, job, provider)
         except StaleTransition as exc:
             result = StepResult(0, str(exc))
         except VendorError as exc:
@@ -221,14 +230,17 @@ class Kiln:
                 worker=self.worker,
                 reason=f"{batch.state.value}: {exc.message}",
             )
-            delay = self.backoff.delay(batch.check_attempt, self.rng)
+            delay = self.backoff.delay(batch.check_attempt, self.rng, retry_after=exc.retry_after)
             result = StepResult(delay, "vendor error")
         after = await self.store.batches.get(batch.id)
         await self.store.batches.release(
-            batch.id, worker=self.worker, next_check_at=await self._next_check(after, result)
+            batch.id,
+            worker=self.worker,
+            next_check_at=self._next_check(after, result, provider),
+            vendor_calls=provider.calls,
         )
 
-    async def _next_check(self, batch: BatchRow, result: StepResult) -> float | None:
+    def _next_check(self, batch: BatchRow, result: StepResult, provider: Provider) -> float | None:
         if batch.state == State.DONE:
             return None
         if batch.state not in LIVE_AT_VENDOR:
@@ -236,7 +248,6 @@ class Kiln:
             return self.clock.now() + (0.0 if delay is None else delay)
         delay = result.next_check_in
         if delay is None:  # just accepted: the first check of the batch's mode
-            provider = self.provider((await self.store.jobs.get(batch.job_id)).provider)
             delay = self.tracking.backoff_for(provider).delay(batch.check_attempt, self.rng)
         return self.tracking.align(self.clock.now() + delay)
 
