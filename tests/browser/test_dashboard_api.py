@@ -67,6 +67,9 @@ async def test_scenario_launch_is_a_real_idempotent_job(tmp_path: Path) -> None:
         missing = await client.post("/dashboard/api/scenarios/2")
         assert missing.status_code == 400
         assert missing.headers["content-type"].startswith("application/problem+json")
+        bad = await client.post("/dashboard/api/scenarios/2", headers={"Idempotency-Key": '"x'})
+        assert bad.status_code == 400
+        assert bad.json()["type"] == "urn:batchkiln:problem:invalid_key"
         assert (
             await client.post("/dashboard/api/scenarios/9", headers={"Idempotency-Key": "x"})
         ).status_code == 404

@@ -20,7 +20,6 @@ Routes:
 from __future__ import annotations
 
 import hmac
-import re
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -30,7 +29,9 @@ from fastapi.staticfiles import StaticFiles
 
 from batchkiln.dashboard import queries, views
 from batchkiln.dashboard.launch import Launcher, ScenarioUnavailable, catalogue
-from batchkiln.errors import InputError, KilnError, NotFound
+from batchkiln.errors import InputError, InvalidKey, KilnError, NotFound
+from batchkiln.service.idempotency import parse_key
+from batchkiln.service.problems import TYPE_PREFIX
 
 if TYPE_CHECKING:
     from fastapi import FastAPI
@@ -49,7 +50,6 @@ _PAGE_HEADERS = {
     "Referrer-Policy": "no-referrer",
     "Cache-Control": "no-store",
 }
-_KEY = re.compile(r'^"?([\x21\x23-\x7e]{1,255})"?$')  # a key, quoted (sf-string) or not
 
 
 def _problems(*codes: int) -> dict[int | str, dict[str, Any]]:
@@ -79,9 +79,10 @@ def _problems(*codes: int) -> dict[int | str, dict[str, Any]]:
     }
 
 
-def problem(status: int, title: str, detail: str, kind: str = "about:blank") -> JSONResponse:
+def problem(status: int, title: str, detail: str, kind: str) -> JSONResponse:
+    """An RFC 9457 answer with the service's type names (urn:batchkiln:problem:<kind>)."""
     return JSONResponse(
-        {"type": kind, "title": title, "status": status, "detail": detail},
+        {"type": TYPE_PREFIX + kind, "title": title, "status": status, "detail": detail},
         status_code=status,
         media_type="application/problem+json",
     )
@@ -191,7 +192,7 @@ def mount(api: FastAPI, app: App) -> None:
         try:
             return await views.job_view(app, job_id)
         except NotFound as exc:
-            return problem(404, "Not found", str(exc), "/problems/not-found")
+            return problem(404, "Not found", str(exc), exc.kind)
 
     @router.get("/scenarios", summary="The seed's practice scenarios", responses=_problems(401))
     async def scenarios() -> dict[str, Any]:
@@ -207,27 +208,26 @@ def mount(api: FastAPI, app: App) -> None:
         },
     )
     async def launch(number: int, request: Request) -> Any:
-        raw = request.headers.get("idempotency-key")
-        if raw is None:
+        # the API's own rules for the header (quoted or not, 1-255 printable ASCII)
+        try:
+            key = parse_key(request.headers.get("idempotency-key"))
+        except InvalidKey as exc:
+            return problem(400, "Bad Idempotency-Key", str(exc), exc.kind)
+        if key is None:
             return problem(
                 400,
                 "Idempotency-Key required",
                 "send an Idempotency-Key header: the same key launches the same job",
-                "/problems/idempotency-key-missing",
-            )
-        match = _KEY.match(raw.strip())
-        if match is None:
-            return problem(
-                400, "Bad Idempotency-Key", "1-255 visible characters", "/problems/invalid-key"
+                "idempotency_key_missing",
             )
         try:
-            out = await launcher.launch(number, match.group(1))
+            out = await launcher.launch(number, key)
         except NotFound as exc:
-            return problem(404, "Not found", str(exc), "/problems/not-found")
+            return problem(404, "Not found", str(exc), exc.kind)
         except ScenarioUnavailable as exc:
-            return problem(409, "No simulator", str(exc), "/problems/config")
+            return problem(409, "No simulator", str(exc), exc.kind)
         except (InputError, KilnError) as exc:
-            return problem(422, "Cannot launch", str(exc), f"/problems/{exc.kind}")
+            return problem(422, "Cannot launch", str(exc), exc.kind)
         _wake(request)
         return JSONResponse(out, status_code=201 if out.get("created") else 200)
 
@@ -236,7 +236,7 @@ def mount(api: FastAPI, app: App) -> None:
     @api.exception_handler(_Unauthorized)
     async def _unauthorized(request: Request, exc: _Unauthorized) -> Response:
         response = problem(
-            401, "Unauthorized", "send Authorization: Bearer <token>", "/problems/unauthorized"
+            401, "Unauthorized", "send Authorization: Bearer <token>", "unauthorized"
         )
         response.headers["WWW-Authenticate"] = "Bearer"
         return response
