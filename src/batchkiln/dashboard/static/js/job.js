@@ -4,7 +4,7 @@
 import { getJSON, postJSON } from "./api.js";
 import { Diagram, hygieneList } from "./diagram.js";
 import { el, money, newKey, replace, seconds, when } from "./dom.js";
-import { live, loadLifecycle, viewToggle } from "./shared.js";
+import { STREAM, live, loadLifecycle, viewToggle } from "./shared.js";
 
 const jobId = decodeURIComponent(location.pathname.split("/").filter(Boolean)[1] || "");
 let view = null;
@@ -219,9 +219,9 @@ async function main() {
   }
   live({
     lastEventId: summary.last_event_id,
-    refresh: async (events) => {
-      const mine = events.some((e) => !e || !e.data || typeof e.data !== "object" || !e.data.job_id || e.data.job_id === jobId);
-      if (mine || !events.length) await refresh();
+    stream: `${STREAM}?job_id=${encodeURIComponent(jobId)}`, // this job's events only
+    refresh: async () => {
+      await refresh();
     },
   });
   document.body.dataset.ready = "true";

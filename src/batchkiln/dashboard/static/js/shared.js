@@ -12,7 +12,7 @@ export const STREAM = "/v1/events/stream";
  * with Last-Event-ID, so nothing that happened meanwhile is missed. Without the
  * stream (an older service) it falls back to asking every two seconds.
  */
-export function live({ lastEventId, refresh, onEvent }) {
+export function live({ lastEventId, refresh, onEvent, stream = STREAM }) {
   const status = document.getElementById("live-status");
   const pause = document.getElementById("pause");
   let handle = null;
@@ -40,7 +40,7 @@ export function live({ lastEventId, refresh, onEvent }) {
     }, 400);
   };
   const start = () => {
-    handle = follow(STREAM, {
+    handle = follow(stream, {
       lastEventId: last,
       onEvent: (event) => {
         if (event.id) last = event.id;
