@@ -401,7 +401,7 @@ export class Diagram {
           class: "cost-line",
           text: node.cost_badge
             ? `Cost so far ${this.jobScoped ? "(this job)" : ""}: ${money(cost ? cost.usd : 0)} over ${cost ? cost.batches : 0} billed batch(es)`
-            : `Cost so far: $0 recorded here (billed: ${node.billed}; a batch's cost is recorded once, when its results are stored)`,
+            : `Cost so far: $0 recorded (billed: ${node.billed}; recorded once, when the results are stored)`,
         }),
       );
       parts.push(this.liveList(id));
