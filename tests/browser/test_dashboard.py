@@ -177,6 +177,10 @@ def test_scenario_2_partial_then_retry_to_done(page: Any, served: LiveServer) ->
     page.click("button[data-scenario='2']")
     link = page.wait_for_selector("#scenario-result a.launched")
     job_id = link.get_attribute("data-job")
+    until(
+        "the seed's question answered (which terminal state?)",
+        lambda: "Landed in: partial" in page.inner_text("#scenario-answer"),
+    )
     link.click()
     page.wait_for_selector("body[data-ready=true]")
     assert page.url.endswith(f"/jobs/{job_id}")

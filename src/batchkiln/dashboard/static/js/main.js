@@ -33,6 +33,22 @@ async function refreshJobs() {
   replace(document.getElementById("jobs-body"), rows);
 }
 
+let watching = null; // the last launched scenario, until its job is done
+
+/** The seed's question answered by the real run: which terminal state(s) it walked. */
+async function answer(lifecycle) {
+  if (!watching) return;
+  const v = await getJSON(`/dashboard/api/jobs/${encodeURIComponent(watching.job_id)}`);
+  const ended = new Set(lifecycle.states.filter((s) => s.terminal_at_vendor).map((s) => s.id));
+  const walked = v.batches.map((b) => b.walked.filter((st) => ended.has(st)).join("")).filter(Boolean);
+  const host = document.getElementById("scenario-answer");
+  if (!host) return;
+  host.textContent = walked.length
+    ? `Landed in: ${walked.join(", then (retry batch) ")}; job ${v.job.state}.`
+    : `Job ${v.job.state}: no batch has ended yet.`;
+  if (v.job.state === "done") watching = null;
+}
+
 function scenarioButtons(catalogue, onLaunched) {
   const host = document.getElementById("scenarios");
   const result = document.getElementById("scenario-result");
@@ -57,6 +73,8 @@ function scenarioButtons(catalogue, onLaunched) {
           el("a", { href: `/jobs/${encodeURIComponent(out.job_id)}`, class: "launched", "data-job": out.job_id, text: out.job_id }),
           el("span", { text: ` — expect ${s.terminal}; then: ${s.action}.` }),
         ];
+        parts.push(el("p", { id: "scenario-answer", class: "answer", text: "Waiting for the first batch to end…" }));
+        watching = { job_id: out.job_id };
         if (out.rejected_input) parts.push(el("p", { class: "rejected", text: `Rejected before any vendor call: ${out.rejected_input.join("; ")}` }));
         if (out.note) parts.push(el("p", { class: "muted", text: `Note: ${out.note}.` }));
         if (out.same_job_again !== undefined) parts.push(el("p", { text: `Resubmitted with the same key: ${out.same_job_again ? "the same job came back, nothing sent twice" : "a different job (unexpected)"}` }));
@@ -109,6 +127,7 @@ async function main() {
   const refresh = async () => {
     diagram.update(await getJSON("/dashboard/api/summary"));
     await refreshJobs();
+    await answer(lifecycle);
   };
   scenarioButtons(await getJSON("/dashboard/api/scenarios"), refresh);
   // start a dozen events back, so the feed opens with the latest ones (replayed once)
