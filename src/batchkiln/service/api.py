@@ -562,6 +562,10 @@ def _mount_receivers(api: FastAPI, svc: Service) -> None:
         responses={
             200: {"description": "accepted (or a duplicate)", "content": {"application/json": {}}},
             400: {"description": "bad signature or payload", "content": {"application/json": {}}},
+            413: {
+                "description": "body over the receiver's cap",
+                "content": {"application/json": {}},
+            },
         },
     )
     async def openai_webhook(request: Request) -> Response:
