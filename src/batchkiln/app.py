@@ -131,6 +131,7 @@ class App:
             budget=self.budget,
             lease_seconds=self.settings.lease_seconds,
             stall_after=self.settings.stall_after_seconds,
+            vendor_concurrency=self.settings.vendor_concurrency,
         )
 
     # -- building ---------------------------------------------------------------

@@ -211,6 +211,22 @@ class StaleTransition(TransitionError):
         self.actual = actual
 
 
+class LeaseLost(TransitionError):
+    """A step's lease on a batch is no longer ours (it expired and another worker
+    claimed the batch): the step stops and writes nothing more."""
+
+    kind = "lease_lost"
+
+    def __init__(self, batch_id: str, owner: str) -> None:
+        super().__init__(
+            f"batch {batch_id}: lease no longer held by {owner} (expired and claimed by"
+            " another worker); this step stops without writing"
+        )
+        self.batch_id = batch_id
+        self.row_id = batch_id
+        self.owner = owner
+
+
 def _noun(row_id: str) -> str:
     return "job" if row_id.startswith("job_") else "batch"
 
@@ -225,6 +241,7 @@ __all__ = [
     "InvalidKey",
     "KeyConflict",
     "KilnError",
+    "LeaseLost",
     "LineError",
     "NotFound",
     "StaleTransition",

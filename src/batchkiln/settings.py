@@ -81,7 +81,22 @@ class Settings(BaseSettings):
         " rotation); OPENAI_WEBHOOK_SECRET is added",
     )
     lease_seconds: float = Field(
-        900.0, gt=0, description="how long a claimed batch stays leased to its worker"
+        60.0,
+        gt=0,
+        description="how long a claimed batch stays leased to its worker without a"
+        " heartbeat (renewed every third of it while a step runs)",
+    )
+    worker_concurrency: int = Field(
+        8, ge=1, description="steps one worker runs at once (kiln worker --concurrency)"
+    )
+    vendor_concurrency: int = Field(
+        8, ge=1, description="concurrent calls one worker makes to one vendor"
+    )
+    worker_grace_seconds: float = Field(
+        30.0,
+        ge=0,
+        description="on SIGTERM, how long steps in flight may take to finish before they"
+        " are stopped and their leases released",
     )
     stall_after_seconds: float = Field(
         86400.0,

@@ -1,5 +1,5 @@
-"""Commands for running batchkiln as a service: the worker, cancel, and the
-standalone simulator."""
+"""Commands for running batchkiln as a service: the worker, the worker list,
+cancel, and the standalone simulator."""
 
 from __future__ import annotations
 
@@ -9,7 +9,16 @@ from typing import Annotated
 
 import typer
 
-from batchkiln.cli.app import app, console, err, fail, open_app, run_command
+from batchkiln.cli.app import (
+    JsonOpt,
+    _print_json,
+    app,
+    console,
+    err,
+    fail,
+    open_app,
+    run_command,
+)
 from batchkiln.clock import ScaledClock
 from batchkiln.engine.schedule import TrackingMode
 from batchkiln.engine.worker import Worker
@@ -27,6 +36,18 @@ def virtual_clock(speed: float, epoch: float | None) -> ScaledClock:
 @app.command()
 def worker(
     batch_size: Annotated[int, typer.Option(help="Batches claimed per round.")] = 10,
+    concurrency: Annotated[
+        int | None,
+        typer.Option(min=1, help="Steps run at once (default KILN_WORKER_CONCURRENCY, 8)."),
+    ] = None,
+    grace: Annotated[
+        float | None,
+        typer.Option(
+            min=0,
+            help="On SIGTERM, seconds steps in flight may take before they are released"
+            " (default KILN_WORKER_GRACE_SECONDS, 30).",
+        ),
+    ] = None,
     idle_cap: Annotated[float, typer.Option(help="Longest idle sleep, seconds.")] = 30.0,
     mode: Annotated[
         str | None,
@@ -49,7 +70,10 @@ def worker(
 ) -> None:
     """Claim due batches and run their submit, refresh and download steps until stopped.
 
-    SIGTERM (or Ctrl-C) lets the step under way finish, then exits. With
+    Runs up to --concurrency steps at once. SIGTERM (or Ctrl-C) stops claiming, lets
+    the steps under way finish within --grace seconds (then releases them), and exits 0.
+    On PostgreSQL any number of workers may share the database (leases with a
+    heartbeat, woken by LISTEN/NOTIFY); on SQLite one worker process at a time. With
     --webhook-port, signed OpenAI batch webhooks POSTed to /webhooks/openai mark
     their batch due (its state is then fetched from the vendor)."""
     try:
@@ -64,7 +88,13 @@ def worker(
     async def go() -> int:
         async with open_app(clock=clock, tracking=tracking) as rt, AsyncExitStack() as stack:
             kiln, policy = rt.kiln, rt.tracking
-            loop = Worker(kiln, batch_size=batch_size, idle_cap=idle_cap)
+            loop = Worker.for_app(
+                rt,
+                concurrency=concurrency,
+                batch_size=batch_size,
+                idle_cap=idle_cap,
+                grace_seconds=grace,
+            )
             loop.install_signal_handlers()
             if webhook_port is not None:
                 from batchkiln.service.serve import serving
@@ -86,13 +116,51 @@ def worker(
                     " database (kiln worker --webhook-port PORT)[/]"
                 )
             err.print(
-                f"worker {kiln.worker} started ({policy.mode.value} tracking);"
-                " SIGTERM finishes the current step"
+                f"worker {kiln.worker} started ({policy.mode.value} tracking, concurrency"
+                f" {loop.concurrency}); SIGTERM finishes the steps under way"
             )
             return await loop.run()
 
     steps = run_command(go)
     console.print(f"worker stopped after {steps} steps")
+
+
+@app.command()
+def workers(as_json: JsonOpt = False) -> None:
+    """List the registered workers: host, pid, version, heartbeat and the batches they
+    are stepping. A worker whose heartbeat is older than its lease is shown as lost
+    (its leases run out by themselves; another worker resumes its batches)."""
+    from rich.table import Table
+
+    async def go() -> tuple[float, list[dict[str, object]]]:
+        async with open_app() as rt:
+            now = rt.clock.now()
+            return now, [w.as_json(now) for w in await rt.store.workers.list()]
+
+    _, rows = run_command(go)
+    if as_json:
+        _print_json(rows)
+        return
+    if not rows:
+        console.print("no workers registered")
+        return
+    table = Table(title="workers", title_justify="left")
+    for column in ("id", "state", "host", "pid", "version", "heartbeat", "steps"):
+        table.add_column(column)
+    for row in rows:
+        state = str(row["state"])
+        shown = f"[red]{state}[/]" if state == "lost" else state
+        steps = row["steps"]
+        table.add_row(
+            str(row["id"]),
+            shown,
+            str(row["host"]),
+            str(row["pid"]),
+            str(row["version"]),
+            f"{row['heartbeat_age_seconds']} s ago",
+            str(len(steps)) if isinstance(steps, list) else "0",
+        )
+    console.print(table)
 
 
 @app.command()

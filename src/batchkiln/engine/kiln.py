@@ -6,6 +6,8 @@ Ingestor); the CLI, the worker and the service call it and nothing else.
 
 from __future__ import annotations
 
+import asyncio
+import logging
 import os
 import random
 import socket
@@ -18,18 +20,24 @@ from batchkiln.clock import Clock, SystemClock
 from batchkiln.costs import FileEstimator
 from batchkiln.engine.budget import BudgetGuard
 from batchkiln.engine.ingest import Ingestor, retry_child
+from batchkiln.engine.leases import LeaseKeeper
 from batchkiln.engine.policy import JobOptions
 from batchkiln.engine.refresh import ListRefresher
 from batchkiln.engine.schedule import Backoff, TrackingMode, TrackingPolicy
 from batchkiln.engine.step import StepResult
 from batchkiln.engine.submission import Submitter
+from batchkiln.engine.throttle import Throttle
 from batchkiln.engine.tracking import Tracker
+from batchkiln.errors import LeaseLost
 from batchkiln.intake import batch_tag, derive_batch_key, iter_requests, job_key, validate_file
 from batchkiln.intake.keys import check_user_key
 from batchkiln.lifecycle import ENDED_AT_VENDOR, LIVE_AT_VENDOR, Event, JobState, State
 from batchkiln.providers.base import FailureClass, Provider, VendorError
 from batchkiln.providers.counted import CountedProvider
 from batchkiln.store import BatchRow, JobRow, NewBatch, StaleTransition, Store
+from batchkiln.store.leases import guarded_by
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -71,10 +79,12 @@ class Kiln:
         worker: str | None = None,
         backoff: Backoff | None = None,
         rng: random.Random | None = None,
-        lease_seconds: float = 900.0,  # > providers.base.CREATE_TIMEOUT_SECONDS
+        lease_seconds: float = 60.0,  # renewed by a heartbeat while a step runs
         tracking: TrackingPolicy | TrackingMode | str | None = None,
         budget: BudgetGuard | None = None,
         stall_after: float | None = None,  # Gemini: pending this long -> batch.stalled
+        vendor_limits: Mapping[str, int] | None = None,
+        vendor_concurrency: int = 8,
     ) -> None:
         self.store = store
         self.providers = providers  # may be lazy: a vendor is built on first use
@@ -83,6 +93,10 @@ class Kiln:
         self.backoff = backoff or Backoff()
         self.rng = rng or random.Random()
         self.lease_seconds = lease_seconds
+        self.leases = LeaseKeeper(store, self.clock, self.worker, lease_seconds)
+        self.throttle = Throttle(
+            store, self.clock, self.worker, limits=vendor_limits, default_limit=vendor_concurrency
+        )
         self.submitter = Submitter(store, self.clock, self.worker)
         # poll, webhook or hybrid (default: hybrid when a webhook secret is configured);
         # an explicit `backoff` is the polling schedule
@@ -98,9 +112,10 @@ class Kiln:
 
     def provider(self, name: str) -> Provider:
         try:
-            return self.providers[name]
+            raw = self.providers[name]
         except KeyError:
             raise LookupError(f"no provider {name!r} configured") from None
+        return self.throttle.wrap(raw)  # bounded calls, shared 429 pauses
 
     async def submit(
         self,
@@ -175,6 +190,8 @@ class Kiln:
             worker=self.worker,
             estimate=admitted,
         )
+        if created:
+            await self.store.wake(job.id)  # idle workers (PostgreSQL) start on it now
         if not created:
             await self.store.audit.record(
                 "job.resubmitted",
@@ -209,16 +226,81 @@ class Kiln:
     async def run_once(self, *, limit: int = 10, job_id: str | None = None) -> int:
         """Claim due batches, step each, release each with its next check. Returns
         how many were stepped."""
+        claimed, jobs = await self.claim(limit=limit, job_id=job_id)
+        if not claimed:
+            return 0
+        try:
+            async with self.leases.beating():
+                listed = await self.list_refresh(claimed, jobs)  # several due: one list call
+                for batch in claimed:
+                    await self.step_claimed(batch, jobs[batch.job_id], listed.get(batch.id))
+        finally:
+            for batch in claimed:
+                self.leases.drop(batch.id)
+        return len(claimed)
+
+    async def claim(
+        self, *, limit: int = 10, job_id: str | None = None
+    ) -> tuple[list[BatchRow], dict[str, JobRow]]:
+        """Lease up to `limit` due batches to this worker (the heartbeat keeps them);
+        with their Jobs, read once for all."""
         claimed = await self.store.batches.claim_due(
             worker=self.worker, lease_seconds=self.lease_seconds, limit=limit, job_id=job_id
         )
-        if not claimed:
-            return 0
-        jobs = await self.store.jobs.many(b.job_id for b in claimed)  # one read for all
-        listed = await self.refresher.refresh(claimed, jobs)  # several due: one list call
-        for batch in claimed:
-            await self._step_and_release(batch, jobs[batch.job_id], listed.get(batch.id))
-        return len(claimed)
+        # A lease of ours that ran out while its step is still running here (this process
+        # was starved past its lease) can be claimed again by us: never step it twice.
+        claimed = [b for b in claimed if not self.leases.holds(b.id)]
+        self.leases.hold(b.id for b in claimed)
+        jobs = await self.store.jobs.many(b.job_id for b in claimed) if claimed else {}
+        return claimed, jobs
+
+    async def list_refresh(
+        self, claimed: list[BatchRow], jobs: Mapping[str, JobRow]
+    ) -> dict[str, StepResult]:
+        """One list call for the claimed live batches of a provider (see engine.refresh)."""
+        with guarded_by(self.worker):
+            try:
+                return await self.refresher.refresh(claimed, jobs)
+            except LeaseLost as exc:  # the others are stepped one by one
+                log.warning("%s", exc)
+                return {}
+
+    async def step_claimed(
+        self, batch: BatchRow, job: JobRow, done: StepResult | None = None
+    ) -> None:
+        """Step one claimed batch under its lease, then release it with its next check.
+
+        The step runs in a task of its own that the heartbeat cancels if the lease is
+        lost; every write it makes is lease-guarded (store.leases). Cancelled from
+        outside (a stop past its grace period), the lease is released at once, due now,
+        so another worker resumes the batch from its persisted state."""
+        task = asyncio.ensure_future(self._guarded_step(batch, job, done))
+        self.leases.attach(batch.id, task)
+        try:
+            await task
+        except asyncio.CancelledError:
+            current = asyncio.current_task()
+            if current is not None and current.cancelling():
+                await asyncio.shield(self._give_back(batch))
+                raise
+            log.warning("step of %s stopped: its lease was lost", batch.id)
+        finally:
+            self.leases.drop(batch.id)
+
+    async def _give_back(self, batch: BatchRow) -> None:
+        try:
+            await self.store.batches.release(
+                batch.id, worker=self.worker, next_check_at=self.clock.now()
+            )
+        except Exception as exc:  # the lease then runs out by itself
+            log.warning("could not release %s: %r", batch.id, exc)
+
+    async def _guarded_step(self, batch: BatchRow, job: JobRow, done: StepResult | None) -> None:
+        with guarded_by(self.worker):
+            try:
+                await self._step_and_release(batch, job, done)
+            except LeaseLost as exc:  # taken over: stop, write nothing more
+                log.warning("%s", exc)
 
     async def _step_and_release(
         self, batch: BatchRow, job: JobRow, done: StepResult | None = None
@@ -239,11 +321,10 @@ class Kiln:
             delay = self.backoff.delay(batch.check_attempt, self.rng, retry_after=exc.retry_after)
             result = StepResult(delay, "vendor error")
         after = await self.store.batches.get(batch.id)
+        next_check_at = self._next_check(after, result, provider)
+        self.leases.drop(batch.id)  # released next: the heartbeat must not call it lost
         await self.store.batches.release(
-            batch.id,
-            worker=self.worker,
-            next_check_at=self._next_check(after, result, provider),
-            vendor_calls=provider.calls,
+            batch.id, worker=self.worker, next_check_at=next_check_at, vendor_calls=provider.calls
         )
 
     def _next_check(self, batch: BatchRow, result: StepResult, provider: Provider) -> float | None:
@@ -311,6 +392,8 @@ class Kiln:
             else:
                 continue
             cancelled.append(batch.id)
+        if cancelled:
+            await self.store.wake(job.id)
         return cancelled
 
     async def retry(
@@ -345,4 +428,6 @@ class Kiln:
             child_id = await self.store.ledger.add_child(parent, child, worker=self.worker)
             if child_id is not None:
                 created.append(child_id)
+        if created:
+            await self.store.wake(job.id)
         return created

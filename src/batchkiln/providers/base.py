@@ -16,9 +16,11 @@ from batchkiln.lifecycle import State
 
 __all__ = ["AmbiguousOutcome", "VendorError"]  # re-exported: adapters raise them
 
-# A create call that has not answered by then is abandoned as an unknown outcome.
-# It must stay well below the engine's lease (Kiln.lease_seconds, 900 s), or a
-# second worker could take the batch over while our create is still in flight.
+# A create call that has not answered by then is abandoned as an unknown outcome
+# (and reconciled). It need not fit inside the lease: the worker's heartbeat renews
+# the lease while the call is in flight (engine.leases), so no second worker can
+# take the batch over unless this one dies, and then the intent recorded before the
+# call makes the next worker reconcile before it resends.
 CREATE_TIMEOUT_SECONDS = 300.0
 
 

@@ -18,7 +18,9 @@ from batchkiln.store.ledger import ChildBatch, Closing, Ledger, StoredResult
 from batchkiln.store.listing import Listing
 from batchkiln.store.outbox import Outbox
 from batchkiln.store.rows import AuditEvent, BatchRow, JobRow, RequestRow
+from batchkiln.store.wakeups import notify_due
 from batchkiln.store.webhooks import WebhookInbox
+from batchkiln.store.workers import VendorPauses, WorkerRegistry, WorkerRow
 
 __all__ = [
     "KEY_RETENTION_SECONDS",
@@ -38,7 +40,10 @@ __all__ = [
     "StaleTransition",
     "Store",
     "StoredResult",
+    "VendorPauses",
     "WebhookInbox",
+    "WorkerRegistry",
+    "WorkerRow",
 ]
 
 
@@ -57,6 +62,11 @@ class Store:
         self.api_keys = ApiKeys(engine)
         self.outbox = Outbox(engine, clock)
         self.listing = Listing(engine)
+        self.workers = WorkerRegistry(engine, clock)
+        self.pauses = VendorPauses(engine, clock)
+        self.url = engine.url.render_as_string(hide_password=False)
+        # the engine's connect_args (a test schema's search_path) apply to LISTEN too
+        self.server_settings: dict[str, str] | None = None
 
     @classmethod
     async def open(
@@ -71,7 +81,21 @@ class Store:
         engine = create_engine(database_url(url), **engine_kwargs)
         if run_migrations:
             await migrate(engine)
-        return cls(engine, clock or SystemClock())
+        store = cls(engine, clock or SystemClock())
+        store.server_settings = engine_kwargs.get("connect_args", {}).get("server_settings")
+        return store
+
+    @property
+    def dialect(self) -> str:
+        return self.engine.dialect.name
+
+    async def wake(self, payload: str = "") -> None:
+        """Wake idle workers now (PostgreSQL NOTIFY; nothing on SQLite, where the one
+        worker is in this process or polls)."""
+        if self.dialect != "postgresql":
+            return
+        async with self.engine.begin() as conn:
+            await notify_due(conn, payload)
 
     async def close(self) -> None:
         await self.engine.dispose()

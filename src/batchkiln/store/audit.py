@@ -10,6 +10,7 @@ from sqlalchemy import insert, select
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from batchkiln.clock import Clock
+from batchkiln.store.leases import check_lease
 from batchkiln.store.outbox import announce
 from batchkiln.store.rows import AuditEvent, from_row
 from batchkiln.store.tables import audit_events
@@ -62,8 +63,11 @@ class AuditLog:
         self._clock = clock
 
     async def record(self, kind: str, **fields: Any) -> None:
-        """Append one event in a transaction of its own (for facts that change no row)."""
+        """Append one event in a transaction of its own (for facts that change no row).
+        Inside a leased step, an event about a batch is written only under its lease."""
         async with self._engine.begin() as conn:
+            if fields.get("batch_id") is not None:
+                await check_lease(conn, str(fields["batch_id"]))
             await append_event(conn, at=self._clock.now(), kind=kind, **fields)
 
     async def for_job(self, job_id: str) -> list[AuditEvent]:

@@ -2,24 +2,30 @@
 
 Every state change goes through `store.transitions.move` (`UPDATE ... WHERE id = :id
 AND state = :from`); zero rows means another worker moved the batch first, and the
-caller gets StaleTransition.
+caller gets StaleTransition. Inside a leased step (see store.leases) the WHERE also
+names the lease owner, and a lease taken over by another worker raises LeaseLost
+instead: nothing is written.
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
-from sqlalchemy import or_, select, update
+from sqlalchemy import and_, case, func, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from batchkiln.clock import Clock
-from batchkiln.errors import NotFound
+from batchkiln.errors import LeaseLost, NotFound, StaleTransition
 from batchkiln.lifecycle import Event, State
+from batchkiln.store.leases import check_lease, lease_owner
 from batchkiln.store.rows import BatchRow, from_row
 from batchkiln.store.tables import batches
 from batchkiln.store.transitions import BATCHES, move
+from batchkiln.store.wakeups import notify_due
 
 _STATE_COLUMNS = {"state"}
+_guard = lease_owner
 
 
 class BatchRepository:
@@ -66,24 +72,35 @@ class BatchRepository:
         worker: str | None = None,
         values: dict[str, Any] | None = None,
         data: dict[str, Any] | None = None,
+        lease_owner: str | None = None,
     ) -> BatchRow:
         """Move a batch by `event` if it is still in `from_state`, with its audit event, in
         a transaction of its own; returns the moved row. Raises IllegalTransition (not in
-        the table) or StaleTransition (someone else moved it)."""
+        the table) or StaleTransition (someone else moved it). With `lease_owner`
+        (default: the step's lease guard), only while that worker holds the batch's
+        lease; LeaseLost otherwise."""
         batch_id = batch if isinstance(batch, str) else batch.id
-        async with self._engine.begin() as conn:
-            row = await move(
-                conn,
-                BATCHES,
-                batch_id,
-                from_state,
-                event,
-                now=self._clock.now(),
-                reason=reason,
-                worker=worker,
-                values=values,
-                data=data,
-            )
+        owner = lease_owner if lease_owner is not None else _guard()
+        guards = () if owner is None else (batches.c.lease_owner == owner,)
+        try:
+            async with self._engine.begin() as conn:
+                row = await move(
+                    conn,
+                    BATCHES,
+                    batch_id,
+                    from_state,
+                    event,
+                    now=self._clock.now(),
+                    reason=reason,
+                    worker=worker,
+                    values=values,
+                    data=data,
+                    guards=guards,
+                )
+        except StaleTransition as exc:
+            if owner is not None and exc.actual == from_state:  # the state held, the lease not
+                raise LeaseLost(batch_id, owner) from None
+            raise
         return from_row(BatchRow, row)
 
     async def update(self, batch_id: str, **values: Any) -> None:
@@ -91,6 +108,7 @@ class BatchRepository:
         if _STATE_COLUMNS & values.keys():
             raise ValueError("state changes go through transition()")
         async with self._engine.begin() as conn:
+            await check_lease(conn, batch_id)
             await conn.execute(
                 update(batches)
                 .where(batches.c.id == batch_id)
@@ -99,6 +117,7 @@ class BatchRepository:
 
     async def add_vendor_calls(self, batch_id: str, calls: int) -> None:
         async with self._engine.begin() as conn:
+            await check_lease(conn, batch_id)
             await conn.execute(
                 update(batches)
                 .where(batches.c.id == batch_id)
@@ -147,11 +166,12 @@ class BatchRepository:
         worker: str,
         next_check_at: float | None,
         vendor_calls: int = 0,
-    ) -> None:
+    ) -> bool:
         """Give up a lease we hold, set when the batch is next due (None: never) and add
-        the vendor calls the step made, in one write."""
+        the vendor calls the step made, in one write. False: the lease was no longer
+        ours (nothing written)."""
         async with self._engine.begin() as conn:
-            await conn.execute(
+            result = await conn.execute(
                 update(batches)
                 .where(batches.c.id == batch_id, batches.c.lease_owner == worker)
                 .values(
@@ -161,15 +181,60 @@ class BatchRepository:
                     vendor_calls=batches.c.vendor_calls + vendor_calls,
                 )
             )
+            return bool(result.rowcount)
+
+    async def renew(
+        self, batch_ids: Sequence[str], *, worker: str, lease_seconds: float
+    ) -> set[str]:
+        """The heartbeat: extend `worker`'s leases on `batch_ids`; returns the ids still
+        held (a missing one expired and was claimed by another worker: lost)."""
+        if not batch_ids:
+            return set()
+        until = self._clock.now() + lease_seconds
+        async with self._engine.begin() as conn:
+            await conn.execute(
+                update(batches)
+                .where(batches.c.id.in_(list(batch_ids)), batches.c.lease_owner == worker)
+                .values(lease_expires_at=until)
+            )
+            held = await conn.execute(
+                select(batches.c.id).where(
+                    batches.c.id.in_(list(batch_ids)), batches.c.lease_owner == worker
+                )
+            )
+            return set(held.scalars())
+
+    async def clear_expired_done_leases(self) -> int:
+        """Forget leases that ran out on done batches (a worker killed between closing a
+        batch and releasing it): nobody claims a done batch, so nothing is taken over."""
+        async with self._engine.begin() as conn:
+            result = await conn.execute(
+                update(batches)
+                .where(
+                    batches.c.state == State.DONE.value,
+                    batches.c.lease_owner.is_not(None),
+                    batches.c.lease_expires_at < self._clock.now(),
+                )
+                .values(lease_owner=None, lease_expires_at=None)
+            )
+            return int(result.rowcount or 0)
+
+    async def leased(self) -> list[BatchRow]:
+        """Batches whose lease is set (held, or expired and not yet claimed again)."""
+        async with self._engine.connect() as conn:
+            rows = await conn.execute(select(batches).where(batches.c.lease_owner.is_not(None)))
+            return [from_row(BatchRow, r) for r in rows.mappings()]
 
     async def mark_due(self, batch_id: str, *, at: float | None = None) -> None:
-        """Make a batch due now (a webhook said it changed): its state is then fetched."""
+        """Make a batch due now (a webhook said it changed): its state is then fetched.
+        On PostgreSQL, idle workers are woken (NOTIFY, delivered at commit)."""
         async with self._engine.begin() as conn:
             await conn.execute(
                 update(batches)
                 .where(batches.c.id == batch_id, batches.c.state != State.DONE.value)
                 .values(next_check_at=self._clock.now() if at is None else at)
             )
+            await notify_due(conn, batch_id)
 
     async def next_due_at(self, *, job_id: str | None = None) -> float | None:
         """When the earliest batch becomes due (so an idle worker knows how long to wait)."""
@@ -183,6 +248,26 @@ class BatchRepository:
             query = query.where(batches.c.job_id == job_id)
         async with self._engine.connect() as conn:
             return (await conn.execute(query)).scalar()
+
+    async def next_claimable_at(self) -> float | None:
+        """When the earliest batch is both due and free of any lease (a dead worker's
+        lease must run out first), so idle workers do not spin on a held batch."""
+        free_at = case(
+            (
+                and_(
+                    batches.c.lease_expires_at.is_not(None),
+                    batches.c.lease_expires_at > batches.c.next_check_at,
+                ),
+                batches.c.lease_expires_at,
+            ),
+            else_=batches.c.next_check_at,
+        )
+        query = select(func.min(free_at)).where(
+            batches.c.state != State.DONE.value, batches.c.next_check_at.is_not(None)
+        )
+        async with self._engine.connect() as conn:
+            found = (await conn.execute(query)).scalar()
+        return None if found is None else float(found)
 
     async def live(self) -> list[BatchRow]:
         async with self._engine.connect() as conn:

@@ -24,6 +24,7 @@ from batchkiln.lifecycle import Event, JobEvent, JobState, State
 from batchkiln.store.audit import append_event
 from batchkiln.store.database import insert_ignoring_duplicates
 from batchkiln.store.jobs import KEY_RETENTION_SECONDS, insert_batch, settle_job
+from batchkiln.store.leases import check_lease
 from batchkiln.store.rows import BatchRow, RequestRow, from_row
 from batchkiln.store.tables import batches, costs, idempotency_keys, jobs, requests, results
 from batchkiln.store.transitions import BATCHES, JOBS, move
@@ -89,6 +90,8 @@ class Ledger:
         if not rows:
             return
         async with self._engine.begin() as conn:
+            for batch_id in {str(r["batch_id"]) for r in rows}:
+                await check_lease(conn, batch_id)  # inside a leased step: only under its lease
             for start in range(0, len(rows), _CHUNK):
                 await conn.execute(
                     insert_ignoring_duplicates(conn, results), rows[start : start + _CHUNK]
@@ -139,6 +142,7 @@ class Ledger:
         when another worker closed it first (nothing is applied twice)."""
         now = self._clock.now()
         async with self._engine.begin() as conn:
+            await check_lease(conn, batch.id)  # inside a leased step: only under its lease
             await move(
                 conn,
                 BATCHES,

@@ -253,3 +253,33 @@ webhook_outbox = Table(
     Column("updated_at", Float, nullable=False),
     Index("ix_webhook_outbox_due", "delivery", "next_attempt_at"),
 )
+
+# Every running worker process: registered at start, renewed by its heartbeat, removed
+# on a clean stop. A row whose heartbeat is older than its lease is a lost worker (its
+# batch leases run out on their own; nobody deletes them).
+workers = Table(
+    "workers",
+    metadata,
+    Column("id", String(100), primary_key=True),
+    Column("host", String(255), nullable=False),
+    Column("pid", Integer, nullable=False),
+    Column("version", String(40), nullable=False),
+    Column("started_at", Float, nullable=False),
+    Column("heartbeat_at", Float, nullable=False),
+    Column("lease_seconds", Float, nullable=False),
+    Column("concurrency", Integer, nullable=False),
+    Column("state", String(20), nullable=False),  # running | stopping
+    Column("steps", JSON, nullable=False),  # ids of the batches being stepped now
+)
+
+# A vendor's retry-after, shared: a 429 seen by one worker slows every worker's calls
+# to that vendor until `until`.
+vendor_pauses = Table(
+    "vendor_pauses",
+    metadata,
+    Column("provider", String(32), primary_key=True),
+    Column("until", Float, nullable=False),
+    Column("reason", Text, nullable=True),
+    Column("set_by", String(100), nullable=True),
+    Column("set_at", Float, nullable=False),
+)
