@@ -192,6 +192,97 @@ def event_for_outcome(outcome: State) -> Event:
     raise ValueError(f"{outcome.value} is not a vendor outcome")
 
 
+# -- How the lifecycle is drawn (the dashboard reads this; nothing here changes a rule) --
+#
+# The palette is the seed diagram's (slate / blue / green / amber / red / purple), as
+# light fills with dark text and a strong outline, so a node reads in grey scale too;
+# and every node also writes its verdict in words, so colour is never the only signal.
+
+PALETTE: dict[str, dict[str, str]] = {
+    "slate": {"fill": "#e2e8f0", "stroke": "#475569", "text": "#1e293b"},
+    "blue": {"fill": "#dbeafe", "stroke": "#1d4ed8", "text": "#1e3a8a"},
+    "green": {"fill": "#dcfce7", "stroke": "#15803d", "text": "#14532d"},
+    "amber": {"fill": "#fef3c7", "stroke": "#b45309", "text": "#78350f"},
+    "red": {"fill": "#fee2e2", "stroke": "#b91c1c", "text": "#7f1d1d"},
+    "purple": {"fill": "#ede9fe", "stroke": "#6d28d9", "text": "#4c1d95"},
+}
+
+
+@dataclass(frozen=True)
+class StateLook:
+    label: str  # the node's title
+    verdict: str  # written in the node, so colour is never the only signal
+    palette: str  # a key of PALETTE
+    seed: bool  # one of the seed diagram's nodes; the others are drawn smaller
+    cost_badge: bool = False  # a billing event happens here: the node wears a $ badge
+
+
+STATE_LOOK: dict[State, StateLook] = {
+    State.NOT_SUBMITTED: StateLook("Not Submitted", "not sent yet", "slate", True),
+    State.SUBMITTING: StateLook("Submitting", "sending once", "slate", False),
+    State.PENDING: StateLook("Pending", "in flight: queued", "blue", True),
+    State.IN_PROGRESS: StateLook("In Progress", "in flight: running", "blue", True),
+    State.CANCELLING: StateLook("Cancelling", "stopping", "slate", False),
+    State.COMPLETED: StateLook("Completed", "success", "green", True, cost_badge=True),
+    State.PARTIAL: StateLook("Partial", "needs retry", "amber", True, cost_badge=True),
+    State.FAILED: StateLook("Failed", "failure: fix input", "red", True),
+    State.EXPIRED: StateLook("Expired", "failure: resubmit rest", "red", True, cost_badge=True),
+    State.CANCELLED: StateLook("Cancelled", "stopped by you", "slate", False, cost_badge=True),
+    State.DOWNLOADING: StateLook("Downloading", "ingesting", "slate", False),
+    State.DONE: StateLook("Done", "finished", "green", True, cost_badge=True),
+}
+
+
+@dataclass(frozen=True)
+class StepInfo:
+    """A node of the drawing that is not a state: the retry step and the poller."""
+
+    label: str
+    verdict: str
+    palette: str
+    meaning: str
+    typical_wait: str
+    next_action: str
+    billed: str
+
+
+DIAGRAM_STEPS: dict[str, StepInfo] = {
+    "retry": StepInfo(
+        "Retry",
+        "new batch, new key",
+        "amber",
+        "only the failed (Partial) or unfinished (Expired) requests are rebuilt into a child"
+        " batch with its own derived idempotency key; succeeded requests are never resent",
+        "seconds",
+        "automatic when the job allows it; otherwise press Retry on the job",
+        "the child is billed on its own, for what succeeds",
+    ),
+    "poll": StepInfo(
+        "Poll",
+        "GET the batch",
+        "purple",
+        "the client asks the vendor for the batch's status on a backoff schedule; every"
+        " look is a vendor call, and detection lags by up to one interval",
+        "one interval of the schedule",
+        "wait for the next check (a vendor retry-after pushes it out)",
+        "no (API calls only)",
+    ),
+}
+
+# Words on the drawn arrows, by (from, to); the arrows themselves are TRANSITIONS.
+EDGE_LABELS: dict[tuple[str, str], str] = {
+    (State.NOT_SUBMITTED, State.SUBMITTING): "Submit + idempotency_key",
+    (State.SUBMITTING, State.PENDING): "accepted once",
+    (State.SUBMITTING, State.FAILED): "rejected",
+    (State.PENDING, State.IN_PROGRESS): "vendor starts",
+    (State.IN_PROGRESS, State.EXPIRED): "window passes",
+    (State.FAILED, State.DOWNLOADING): "alert",
+    (State.PARTIAL, "retry"): "failed ones",
+    (State.EXPIRED, "retry"): "unfinished ones",
+    ("retry", State.PENDING): "submit retry batch (new key)",
+}
+
+
 # -- the Job ------------------------------------------------------------------------
 
 

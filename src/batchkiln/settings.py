@@ -106,6 +106,33 @@ class Settings(BaseSettings):
     )
     debug: bool = Field(False, description="print tracebacks for errors")
 
+    # `kiln serve` (the HTTP service)
+    api_tokens: Annotated[list[SecretStr], NoDecode] = Field(
+        default_factory=list,
+        description="bearer tokens of the HTTP API, comma separated, each `NAME:TOKEN` (or just"
+        " TOKEN); each is a caller scope. Required to serve on a non-loopback address",
+    )
+    callback_secret: SecretStr | None = Field(
+        None,
+        description="the whsec_ secret signing webhooks out (Standard Webhooks), unless a job"
+        " brings its own callback_secret",
+    )
+    callback_allow_loopback: bool = Field(
+        False, description="accept http:// callback URLs to loopback addresses (tests, demos)"
+    )
+    callback_allow_private: bool = Field(
+        False, description="accept callback URLs in private and link-local address ranges"
+    )
+    idempotency_retention_hours: float = Field(
+        24.0,
+        ge=24.0,
+        description="how long the API keeps an Idempotency-Key and its stored response"
+        " (24 h minimum); the reaper deletes it afterwards",
+    )
+    upload_dir: Path | None = Field(
+        None, description="where uploads are spooled while a job is created (default: temp dir)"
+    )
+
     # The vendor SDKs' own variables: read here so the App can say which one is missing.
     openai_api_key: SecretStr | None = Field(
         None, validation_alias="OPENAI_API_KEY", description="OpenAI credentials"
@@ -131,7 +158,7 @@ class Settings(BaseSettings):
         None, validation_alias="GOOGLE_GEMINI_BASE_URL", description="Gemini endpoint"
     )
 
-    @field_validator("webhook_secrets", mode="before")
+    @field_validator("webhook_secrets", "api_tokens", mode="before")
     @classmethod
     def _split_secrets(cls, value: Any) -> Any:
         return _split(value)

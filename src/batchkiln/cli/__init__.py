@@ -1,6 +1,6 @@
 """The `kiln` command."""
 
-from batchkiln.cli import cost, demo, events, operate, simulate
+from batchkiln.cli import cost, demo, events, operate, serve, simulate
 from batchkiln.cli.app import app
 
-__all__ = ["app", "cost", "demo", "events", "operate", "simulate"]
+__all__ = ["app", "cost", "demo", "events", "operate", "serve", "simulate"]

@@ -8,12 +8,15 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from batchkiln.clock import Clock, SystemClock
 from batchkiln.errors import NotFound, StaleTransition
+from batchkiln.store.api_keys import ApiKeys
 from batchkiln.store.audit import AuditLog
 from batchkiln.store.batches import BatchRepository
 from batchkiln.store.costs import CostBook, CostRow, EstimateRow, NewEstimate
 from batchkiln.store.database import create_engine, database_url, migrate
 from batchkiln.store.jobs import KEY_RETENTION_SECONDS, JobRepository, NewBatch
 from batchkiln.store.ledger import ChildBatch, Closing, Ledger, OutcomeRules, StoredResult
+from batchkiln.store.listing import Listing
+from batchkiln.store.outbox import Outbox
 from batchkiln.store.rows import AuditEvent, BatchRow, JobRow, RequestRow
 from batchkiln.store.wakeups import notify_due
 from batchkiln.store.webhooks import WebhookInbox
@@ -57,6 +60,9 @@ class Store:
         self.audit = AuditLog(engine, clock)
         self.webhooks = WebhookInbox(engine, clock)
         self.costs = CostBook(engine, clock)
+        self.api_keys = ApiKeys(engine)
+        self.outbox = Outbox(engine, clock)
+        self.listing = Listing(engine)
         self.workers = WorkerRegistry(engine, clock)
         self.pauses = VendorPauses(engine, clock)
         self.url = engine.url.render_as_string(hide_password=False)

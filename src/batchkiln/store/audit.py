@@ -11,6 +11,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from batchkiln.clock import Clock
 from batchkiln.store.leases import check_lease
+from batchkiln.store.outbox import announce
 from batchkiln.store.rows import AuditEvent, from_row
 from batchkiln.store.tables import audit_events
 
@@ -40,6 +41,19 @@ async def append_event(
             worker=worker,
             data=data,
         )
+    )
+    # Webhooks out (issue 14): the delivery announcing this change, if its Job has a
+    # callback, is queued in this same transaction.
+    await announce(
+        conn,
+        at=at,
+        kind=kind,
+        job_id=job_id,
+        batch_id=batch_id,
+        from_state=from_state,
+        to_state=to_state,
+        reason=reason,
+        data=data,
     )
 
 

@@ -201,6 +201,59 @@ webhook_events = Table(
     Column("expires_at", Float, nullable=False),
 )
 
+# --- the HTTP service (issue 14) ---
+
+# Idempotency-Key records of the API (IETF draft-ietf-httpapi-idempotency-key-header):
+# one row per (caller scope, key); response_status NULL while the first request is in flight.
+api_idempotency = Table(
+    "api_idempotency",
+    metadata,
+    Column("scope", String(64), primary_key=True),
+    Column("key", String(255), primary_key=True),
+    Column("method", String(10), nullable=False),
+    Column("path", String(300), nullable=False),
+    Column("fingerprint", String(64), nullable=True),  # NULL until the body was read
+    Column("response_status", Integer, nullable=True),  # NULL while in flight
+    Column("body", LargeBinary, nullable=True),  # the stored response body
+    Column("job_id", String(40), nullable=True),
+    Column("created_at", Float, nullable=False),
+    Column("locked_at", Float, nullable=True),
+    Column("expires_at", Float, nullable=False, index=True),
+)
+
+# A Job's callback endpoint. The secret is the job's own whsec_ key (NULL: the
+# service's KILN_CALLBACK_SECRET); it is never returned, logged or audited.
+job_callbacks = Table(
+    "job_callbacks",
+    metadata,
+    Column("job_id", String(40), ForeignKey("jobs.id"), primary_key=True),
+    Column("url", Text, nullable=False),
+    Column("secret", Text, nullable=True),
+    Column("events", String(10), nullable=False),  # final | all
+    Column("disabled_at", Float, nullable=True),  # set by a 410 Gone
+    Column("created_at", Float, nullable=False),
+)
+
+# Webhooks out: written in the transaction of the change they announce.
+webhook_outbox = Table(
+    "webhook_outbox",
+    metadata,
+    Column("id", String(40), primary_key=True),  # the webhook-id, reused across retries
+    Column("job_id", String(40), nullable=False, index=True),
+    Column("event_type", String(40), nullable=False),
+    Column("payload", LargeBinary, nullable=False),  # the exact bytes signed and sent
+    Column("delivery", String(12), nullable=False),  # pending | delivered | failed | disabled
+    Column("attempts", Integer, nullable=False, default=0),
+    Column("next_attempt_at", Float, nullable=True),
+    Column("last_status", Integer, nullable=True),
+    Column("last_error", Text, nullable=True),
+    Column("lease_owner", String(100), nullable=True),
+    Column("lease_expires_at", Float, nullable=True),
+    Column("created_at", Float, nullable=False),
+    Column("updated_at", Float, nullable=False),
+    Index("ix_webhook_outbox_due", "delivery", "next_attempt_at"),
+)
+
 # Every running worker process: registered at start, renewed by its heartbeat, removed
 # on a clean stop. A row whose heartbeat is older than its lease is a lost worker (its
 # batch leases run out on their own; nobody deletes them).
