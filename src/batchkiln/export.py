@@ -68,6 +68,7 @@ async def write_results(
     store: Store, job_ref: str, path: Path, fmt: ExportFormat = ExportFormat.FLAT
 ) -> int:
     """Write the export as JSONL to `path` (atomically: a temp file, then rename)."""
+    await store.jobs.get(job_ref)  # NotFound before any file is made
     tmp = path.with_name(path.name + ".part")
     count = 0
     with tmp.open("wb") as out:

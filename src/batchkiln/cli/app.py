@@ -1,8 +1,11 @@
-"""`kiln`: thin edges over the engine. Each command parses, calls the Kiln, prints."""
+"""`kiln`: thin edges over the engine. Each command parses, calls the Kiln, prints.
+
+Errors are not printed here: commands raise, and the one boundary in `contract`
+(`KilnGroup`) prints `error: ...` and picks the exit code of the documented table.
+"""
 
 from __future__ import annotations
 
-import asyncio
 import sys
 from contextlib import AbstractAsyncContextManager
 from importlib.metadata import version as _version
@@ -15,49 +18,53 @@ from rich.console import Console
 from rich.live import Live
 
 from batchkiln.app import SIMULATED, App
-from batchkiln.cli import views
+from batchkiln.cli import signals, views
+from batchkiln.cli.contract import CommandError, ExitCode, KilnGroup, exit_code_help, job_exit_code
+from batchkiln.cli.options import BudgetOpt, JsonOpt, KeyOpt, MaxAttemptsOpt, ProviderOpt
 from batchkiln.costs import estimate_file
 from batchkiln.costs.report import submitted_estimate
 from batchkiln.engine.kiln import JobStatus
 from batchkiln.engine.policy import JobOptions, RetryPolicy
-from batchkiln.errors import BudgetExceeded
 from batchkiln.export import ExportFormat, write_results
-from batchkiln.intake import InputError, KeyConflict, validate_file
+from batchkiln.intake import validate_file
 from batchkiln.settings import Settings
-from batchkiln.store import NotFound
 
 app = typer.Typer(
     name="kiln",
+    cls=KilnGroup,
     help="Run LLM batch jobs through their whole lifecycle without losing a request"
     " or paying twice.",
+    epilog=exit_code_help(),
     no_args_is_help=True,
     add_completion=False,
+    pretty_exceptions_enable=False,
 )
 console = Console()
 err = Console(stderr=True)
 
-ProviderOpt = Annotated[
-    str,
-    typer.Option(
-        "--provider",
-        "-p",
-        help="openai | anthropic | simulator (OpenAI format, in-process, no keys)"
-        " | simulator-anthropic",
-    ),
-]
+__all__ = ["JsonOpt", "ProviderOpt", "app", "console", "drive", "err", "fail", "open_app"]
+
 ModelOpt = Annotated[str | None, typer.Option("--model", "-m", help="Model for every request.")]
-JsonOpt = Annotated[bool, typer.Option("--json", help="One JSON object, for scripts.")]
+
+
+@app.callback()
+def main(
+    debug: Annotated[
+        bool,
+        typer.Option("--debug", help="Print the traceback of an error (also KILN_DEBUG=1)."),
+    ] = False,
+) -> None:
+    """Run LLM batch jobs through their whole lifecycle without losing a request or
+    paying twice."""
 
 
 def _wire(provider: str) -> str:
     return "anthropic" if provider in ("anthropic", "simulator-anthropic") else "openai"
 
 
-def fail(message: str, code: int = 1) -> typer.Exit:
-    """Print an error verbatim (no wrapping, no markup: it names files and lines)."""
-    err.print("[red]error:[/]", end=" ")
-    err.print(message, markup=False, highlight=False, soft_wrap=True)
-    return typer.Exit(code)
+def fail(message: str, code: int = ExitCode.BAD_INPUT) -> CommandError:
+    """An error for the boundary to print (`raise fail(...)`): one line naming the thing."""
+    return CommandError(message, code)
 
 
 def open_app(*, simulated: bool = False, **kwargs: Any) -> AbstractAsyncContextManager[App]:
@@ -70,6 +77,18 @@ def open_app(*, simulated: bool = False, **kwargs: Any) -> AbstractAsyncContextM
 
 def _print_json(payload: Any) -> None:
     sys.stdout.write(orjson.dumps(payload, option=orjson.OPT_INDENT_2).decode() + "\n")
+
+
+def _exit_for(status: JobStatus) -> None:
+    """Exit 1 (and say why) when a finished job has requests that did not succeed."""
+    code = job_exit_code(status.state, status.counts)
+    if code:
+        counts = ", ".join(f"{n} {k}" for k, n in sorted(status.counts.items()))
+        err.print(
+            f"job {status.job.id} ended with requests that did not succeed ({counts}): exit {code}",
+            highlight=False,
+        )
+        raise typer.Exit(code)
 
 
 @app.command()
@@ -87,12 +106,7 @@ def validate(
     as_json: JsonOpt = False,
 ) -> None:
     """Check a request file and print the plan (requests, shards, bytes); sends nothing."""
-    try:
-        summary = validate_file(file, provider=_wire(provider), model=model, endpoint=endpoint)  # type: ignore[arg-type]
-    except InputError as exc:
-        raise fail(str(exc), 2) from None
-    except OSError as exc:
-        raise fail(f"{file}: {exc.strerror or exc}", 2) from None
+    summary = validate_file(file, provider=_wire(provider), model=model, endpoint=endpoint)  # type: ignore[arg-type]
     estimate, _ = estimate_file(
         file, provider=summary.provider, model=summary.model, endpoint=summary.endpoint
     )
@@ -132,28 +146,24 @@ def submit(
     file: Annotated[Path, typer.Argument(help="Request file (JSONL).")],
     provider: ProviderOpt = "openai",
     model: ModelOpt = None,
-    key: Annotated[
-        str | None, typer.Option(help="Idempotency key (default: content fingerprint).")
-    ] = None,
+    key: KeyOpt = None,
     endpoint: Annotated[str | None, typer.Option(help="OpenAI endpoint for plain lines.")] = None,
     wait: Annotated[
         bool, typer.Option("--wait", help="Drive the job here until it is done.")
     ] = False,
-    max_attempts: Annotated[int, typer.Option(help="Attempts per request, retries included.")] = 3,
+    max_attempts: MaxAttemptsOpt = 3,
     auto_retry: Annotated[
         bool, typer.Option(help="Retry retryable failures as child batches.")
     ] = True,
-    budget: Annotated[
-        float | None,
-        typer.Option(help="Most the job may cost in USD at batch prices, retries included."),
-    ] = None,
+    budget: BudgetOpt = None,
     delete_vendor_files: Annotated[
         bool, typer.Option(help="Delete the vendor's input and result files after ingest.")
     ] = False,
     as_json: JsonOpt = False,
 ) -> None:
     """Submit a request file as a Job. The same key (or content) never submits twice.
-    A job whose estimate is over --budget or KILN_BUDGET_USD is refused (exit 3)."""
+    A job whose estimate is over --budget or KILN_BUDGET_USD is refused (exit 3); a job
+    that ends with requests that did not succeed exits 1 (see `kiln --help`)."""
     simulated = provider in SIMULATED
     if simulated and not wait:
         err.print("[dim]the simulator lives in this process: --wait is implied[/]")
@@ -166,17 +176,9 @@ def submit(
 
     async def go() -> JobStatus:
         async with open_app(simulated=simulated) as rt:
-            try:
-                submitted = await rt.kiln.submit(
-                    file,
-                    provider=provider,
-                    model=model,
-                    endpoint=endpoint,
-                    key=key,
-                    options=options,
-                )
-            except BudgetExceeded as exc:
-                raise fail(f"{exc}; nothing was sent", 3) from None
+            submitted = await rt.kiln.submit(
+                file, provider=provider, model=model, endpoint=endpoint, key=key, options=options
+            )
             if not as_json:
                 verb = "created" if submitted.created else "found existing"
                 err.print(f"{verb} job [bold]{submitted.job.id}[/] (key {submitted.job.key})")
@@ -193,18 +195,37 @@ def submit(
         _print_json(views.status_json(status))
     else:
         console.print(views.status_view(status, status.job.updated_at))
-    failed = status.counts.get("failed", 0) + status.counts.get("exhausted", 0)
-    if status.state == "done" and failed:
-        raise typer.Exit(1)
+    _exit_for(status)
 
 
 async def drive(rt: App, job_id: str, *, quiet: bool = False) -> JobStatus:
-    if quiet:
-        return await rt.kiln.run_until_done(job_id)
-    with Live(console=err, refresh_per_second=8, transient=False) as live:
-        return await rt.kiln.run_until_done(
-            job_id, on_progress=lambda s: live.update(views.status_view(s, rt.clock.now()))
-        )
+    """Run the job here until it is done. SIGINT/SIGTERM stop it after the step under
+    way, with every lease released (`Interrupted`, exit 130)."""
+    told: set[tuple[str, float | None]] = set()
+
+    def progress(status: JobStatus, live: Live | None) -> None:
+        now = rt.clock.now()
+        for b in status.batches:  # say once, as a line, what a lease is blocking
+            if (b.id, b.lease_expires_at) not in told and views.lease_lines([b], now):
+                told.add((b.id, b.lease_expires_at))
+                err.print(views.lease_lines([b], now)[0], highlight=False, soft_wrap=True)
+        if live is not None:
+            live.update(views.status_view(status, now))
+
+    with signals.graceful() as stop:
+        if quiet:
+            status = await rt.kiln.run_until_done(
+                job_id, on_progress=lambda s: progress(s, None), stop=stop
+            )
+        else:
+            with Live(console=err, refresh_per_second=8, transient=False) as live:
+                status = await rt.kiln.run_until_done(
+                    job_id, on_progress=lambda s: progress(s, live), stop=stop
+                )
+    if stop.is_set():
+        hint = "" if rt.simulator else f"; `kiln watch {status.job.id}` carries on"
+        raise (signals.current() or signals.Stop()).interrupted(hint)
+    return status
 
 
 @app.command()
@@ -216,13 +237,13 @@ def status(
 ) -> None:
     """Show a Job and its batches, or list recent Jobs."""
 
-    async def go() -> Any:
+    async def go() -> tuple[Any, float]:
         async with open_app() as rt:
             if job is None:
-                return [j.__dict__ for j in await rt.kiln.store.jobs.list()]
-            return await rt.kiln.status(job)
+                return [j.__dict__ for j in await rt.kiln.store.jobs.list()], rt.clock.now()
+            return await rt.kiln.status(job), rt.clock.now()
 
-    result = run_command(go)
+    result, now = run_command(go)
     if isinstance(result, list):
         if as_json:
             _print_json(result)
@@ -232,7 +253,7 @@ def status(
     if as_json:
         _print_json(views.status_json(result))
     else:
-        console.print(views.status_view(result, result.job.updated_at))
+        console.print(views.status_view(result, result.job.updated_at, clock_now=now))
 
 
 @app.command()
@@ -243,7 +264,7 @@ def watch(job: Annotated[str, typer.Argument(help="Job id or key.")]) -> None:
         async with open_app() as rt:
             return await drive(rt, job)
 
-    run_command(go)
+    _exit_for(run_command(go))
 
 
 @app.command()
@@ -289,16 +310,11 @@ def retry(
     else:
         console.print("nothing to retry (no failures waiting, or their retry already exists)")
     console.print(views.status_view(status, status.job.updated_at))
+    if wait:
+        _exit_for(status)
 
 
 def run_command(factory: Any) -> Any:
-    try:
-        return asyncio.run(factory())
-    except InputError as exc:
-        raise fail(str(exc), 2) from None
-    except KeyConflict as exc:
-        raise fail(str(exc), 2) from None
-    except NotFound as exc:
-        raise fail(str(exc), 2) from None
-    except OSError as exc:
-        raise fail(str(exc), 2) from None
+    """Run a command's coroutine; SIGINT/SIGTERM end it at a safe point (exit 130).
+    Whatever it raises goes to the boundary (`contract.handle`)."""
+    return signals.run(factory)

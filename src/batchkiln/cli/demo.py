@@ -18,6 +18,7 @@ import typer
 
 from batchkiln.app import App, fresh_sqlite_url
 from batchkiln.cli.app import app, console, drive, run_command
+from batchkiln.cli.options import at_least, choice
 from batchkiln.cli.views import duration
 from batchkiln.clock import FakeClock
 from batchkiln.engine.kiln import JobStatus
@@ -126,9 +127,26 @@ def demo(
     scenarios: Annotated[
         bool, typer.Option(help="After the main batch, run the six practice scenarios.")
     ] = True,
-    requests: Annotated[int, typer.Option(help="How many requests the demo job has.")] = 300,
-    vendor: Annotated[str, typer.Option(help="Wire format: openai or anthropic.")] = "openai",
-    failure_rate: Annotated[float, typer.Option(help="Share of requests that time out.")] = 0.04,
+    requests: Annotated[
+        int,
+        typer.Option(
+            callback=at_least(1, what="a number of requests"),
+            help="How many requests the demo job has.",
+        ),
+    ] = 300,
+    vendor: Annotated[
+        str,
+        typer.Option(
+            callback=choice("openai", "anthropic"), help="Wire format: openai or anthropic."
+        ),
+    ] = "openai",
+    failure_rate: Annotated[
+        float,
+        typer.Option(
+            callback=at_least(0.0, high=1.0, what="a share"),
+            help="Share of requests that time out.",
+        ),
+    ] = 0.04,
     seed: Annotated[int, typer.Option(help="Seed for the simulator's faults.")] = 7,
 ) -> None:
     """Run a real batch on the built-in simulator, from submit to done, then the six

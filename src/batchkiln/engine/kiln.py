@@ -6,6 +6,7 @@ Ingestor); the CLI, the worker and the service call it and nothing else.
 
 from __future__ import annotations
 
+import asyncio
 import os
 import random
 import socket
@@ -174,16 +175,31 @@ class Kiln:
             return await self.ingestor.ingest(job, batch, provider)
         return StepResult(None, "done")
 
-    async def run_once(self, *, limit: int = 10, job_id: str | None = None) -> int:
+    async def run_once(
+        self, *, limit: int = 10, job_id: str | None = None, stop: asyncio.Event | None = None
+    ) -> int:
         """Claim due batches, step each, release each with its next check. Returns
-        how many were stepped."""
+        how many were stepped. Once `stop` is set, the batches not stepped yet are
+        released untouched (still due) and the round ends."""
         claimed = await self.store.batches.claim_due(
             worker=self.worker, lease_seconds=self.lease_seconds, limit=limit, job_id=job_id
         )
-        listed = await self.refresher.refresh(claimed)  # several due: one list call
+        waiting = list(claimed)
+        try:
+            listed = await self.refresher.refresh(claimed)  # several due: one list call
+            while waiting and (stop is None or not stop.is_set()):
+                batch = waiting.pop(0)
+                await self._step_and_release(batch, listed.get(batch.id))
+        finally:  # stopped (or failed) part-way: the ones not stepped go back, still due
+            if waiting:
+                await asyncio.shield(self._release_untouched(waiting))
+        return len(claimed) - len(waiting)
+
+    async def _release_untouched(self, claimed: list[BatchRow]) -> None:
         for batch in claimed:
-            await self._step_and_release(batch, listed.get(batch.id))
-        return len(claimed)
+            await self.store.batches.release(
+                batch.id, worker=self.worker, next_check_at=batch.next_check_at
+            )
 
     async def _step_and_release(self, batch: BatchRow, done: StepResult | None = None) -> None:
         try:
@@ -200,6 +216,12 @@ class Kiln:
             )
             delay = self.backoff.delay(batch.check_attempt, self.rng, retry_after=exc.retry_after)
             result = StepResult(delay, "vendor error", retry_after=exc.retry_after)
+        except BaseException:
+            # Stopped mid-step (cancelled, interrupted, or an error we do not handle here):
+            # every step is safe to resume after a crash, so give the lease back now (the
+            # batch stays due) rather than leave it held until it expires.
+            await asyncio.shield(self._release_untouched([batch]))
+            raise
         after = await self.store.batches.get(batch.id)
         await self.store.batches.release(
             batch.id, worker=self.worker, next_check_at=await self._next_check(after, result)
@@ -223,17 +245,19 @@ class Kiln:
         *,
         on_progress: Callable[[JobStatus], Any] | None = None,
         idle_cap: float = 30.0,
+        stop: asyncio.Event | None = None,
     ) -> JobStatus:
-        """Drive one Job's batches until it is done (or waits for a manual retry)."""
+        """Drive one Job's batches until it is done (or waits for a manual retry), or
+        until `stop` is set: then it returns after the step under way, no lease held."""
         job = await self.store.jobs.get(job_ref)
         status = await self.status(job.id)
         idle = 0
-        while True:
+        while stop is None or not stop.is_set():
             due = await self.store.batches.next_due_at(job_id=job.id)
             # Claim only when something is due; otherwise just wait (a webhook or
             # another worker may make a batch due sooner, hence the idle cap).
             stepped = (
-                await self.run_once(job_id=job.id)
+                await self.run_once(job_id=job.id, stop=stop)
                 if due is not None and (due <= self.clock.now())
                 else 0
             )
@@ -251,7 +275,20 @@ class Kiln:
             # Due but not claimed means another worker holds the lease (maybe a dead
             # one, until it expires): wait at least a second instead of spinning.
             wait = idle_cap if due is None else min(idle_cap, max(1.0, due - self.clock.now()))
-            await self.clock.sleep(wait)
+            await self._sleep(wait, stop)
+        return await self.status(job.id)
+
+    async def _sleep(self, seconds: float, stop: asyncio.Event | None) -> None:
+        if stop is None:
+            await self.clock.sleep(seconds)
+            return
+        sleeper = asyncio.ensure_future(self.clock.sleep(seconds))
+        stopper = asyncio.ensure_future(stop.wait())
+        try:
+            await asyncio.wait({sleeper, stopper}, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            sleeper.cancel()
+            stopper.cancel()
 
     async def cancel(self, job_ref: str) -> list[str]:
         """Ask the vendor to cancel every live batch of a Job; returns the batch ids."""

@@ -51,7 +51,7 @@ class Worker:
         steps = 0
         while not self._stop.is_set():
             await self._housekeeping()
-            stepped = await self.kiln.run_once(limit=self.batch_size)
+            stepped = await self.kiln.run_once(limit=self.batch_size, stop=self._stop)
             steps += stepped
             if self.on_step is not None and stepped:
                 self.on_step(stepped)
