@@ -27,6 +27,7 @@ from batchkiln.engine.kiln import JobStatus
 from batchkiln.engine.policy import JobOptions, RetryPolicy
 from batchkiln.export import ExportFormat, write_results
 from batchkiln.intake import validate_file
+from batchkiln.lifecycle import State
 from batchkiln.settings import Settings
 
 app = typer.Typer(
@@ -187,6 +188,7 @@ def submit(
                     err.print(line, highlight=False)
             if not wait:
                 await rt.kiln.run_once(job_id=submitted.job.id)  # submit now; a worker tracks it
+                await _vendor_refusal(rt, submitted.job.id)
                 return await rt.kiln.status(submitted.job.id)
             return await drive(rt, submitted.job.id, quiet=as_json)
 
@@ -196,6 +198,26 @@ def submit(
     else:
         console.print(views.status_view(status, status.job.updated_at))
     _exit_for(status)
+
+
+async def _vendor_refusal(rt: App, job_id: str) -> None:
+    """The first submission failed at the vendor (no credentials accepted, nothing
+    listening at the base URL): say so, exit 4. The job stays stored for a worker."""
+    waiting = {State.NOT_SUBMITTED, State.SUBMITTING}
+    if not any(b.state in waiting for b in await rt.kiln.store.batches.for_job(job_id)):
+        return
+    kinds = ("step.failed", "submit.retry", "submit.ambiguous")
+    failures = [e for e in await rt.kiln.store.audit.for_job(job_id) if e.kind in kinds]
+    if failures:
+        job = await rt.kiln.store.jobs.get(job_id)
+        base = getattr(rt.settings, f"{job.provider}_base_url", None)
+        where = f" at {base}" if base else ""
+        raise CommandError(
+            f"the {job.provider} call{where} failed: {failures[-1].reason}; job {job_id} is"
+            " stored and `kiln worker` (or `kiln watch`) will try again",
+            ExitCode.UNREACHABLE,
+            job_id=job_id,
+        )
 
 
 async def drive(rt: App, job_id: str, *, quiet: bool = False) -> JobStatus:
