@@ -21,13 +21,14 @@ from batchkiln.app import SIMULATED, App
 from batchkiln.cli import signals, views
 from batchkiln.cli.contract import CommandError, ExitCode, KilnGroup, exit_code_help, job_exit_code
 from batchkiln.cli.options import BudgetOpt, JsonOpt, KeyOpt, MaxAttemptsOpt, ProviderOpt
-from batchkiln.costs import estimate_file
+from batchkiln.costs import FileEstimator
 from batchkiln.costs.report import submitted_estimate
 from batchkiln.engine.kiln import JobStatus
 from batchkiln.engine.policy import JobOptions, RetryPolicy
 from batchkiln.export import ExportFormat, write_results
 from batchkiln.intake import validate_file
 from batchkiln.lifecycle import State
+from batchkiln.providers import wire_format
 from batchkiln.settings import Settings
 
 app = typer.Typer(
@@ -60,7 +61,10 @@ def main(
 
 
 def _wire(provider: str) -> str:
-    return "anthropic" if provider in ("anthropic", "simulator-anthropic") else "openai"
+    try:
+        return wire_format(provider)
+    except ValueError as exc:
+        raise fail(f"--provider: {exc}") from None
 
 
 def fail(message: str, code: int = ExitCode.BAD_INPUT) -> CommandError:
@@ -99,6 +103,20 @@ def version() -> None:
 
 
 @app.command()
+def config(as_json: JsonOpt = False) -> None:
+    """Print the effective settings (every KILN_* and SDK variable), secrets masked."""
+    settings = Settings.load()  # a bad value: ConfigError, one line (the boundary)
+    rows = list(settings.describe())
+    if as_json:
+        _print_json({r.variable: r.value for r in rows})
+        return
+    for r in rows:
+        mark = "" if r.is_default else "  (set)"
+        console.print(f"{r.variable} = {r.value}{mark}", markup=False, highlight=False)
+        console.print(f"    {r.description}", style="dim", markup=False, highlight=False)
+
+
+@app.command()
 def validate(
     file: Annotated[Path, typer.Argument(help="Request file (JSONL).")],
     provider: ProviderOpt = "openai",
@@ -107,10 +125,15 @@ def validate(
     as_json: JsonOpt = False,
 ) -> None:
     """Check a request file and print the plan (requests, shards, bytes); sends nothing."""
-    summary = validate_file(file, provider=_wire(provider), model=model, endpoint=endpoint)  # type: ignore[arg-type]
-    estimate, _ = estimate_file(
-        file, provider=summary.provider, model=summary.model, endpoint=summary.endpoint
+    estimator = FileEstimator(_wire(provider))
+    summary = validate_file(
+        file,
+        provider=_wire(provider),  # type: ignore[arg-type]
+        model=model,
+        endpoint=endpoint,
+        on_request=estimator,
     )
+    estimate, _ = estimator.finish()
     if as_json:
         _print_json(
             {

@@ -18,10 +18,10 @@ N = TypeVar("N", int, float)
 
 def known_providers() -> list[str]:
     """Every provider name a command accepts: the vendors and the simulator aliases
-    (read from the App, so a vendor added there is accepted here)."""
-    from batchkiln.app import SIMULATED, VENDORS
+    (read from the providers' table, so a vendor added there is accepted here)."""
+    from batchkiln.providers import WIRE_FORMATS
 
-    return [*VENDORS, *(name for name in SIMULATED if name not in VENDORS)]
+    return list(WIRE_FORMATS)
 
 
 def provider(value: str) -> str:

@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from batchkiln.clock import Clock, SystemClock
+from batchkiln.costs import FileEstimator
 from batchkiln.engine.budget import BudgetGuard
 from batchkiln.engine.ingest import Ingestor, retry_child
 from batchkiln.engine.policy import JobOptions
@@ -25,7 +26,7 @@ from batchkiln.engine.step import StepResult
 from batchkiln.engine.submission import Submitter
 from batchkiln.engine.tracking import Tracker
 from batchkiln.intake import batch_tag, derive_batch_key, iter_requests, job_key, validate_file
-from batchkiln.lifecycle import ENDED_AT_VENDOR, LIVE_AT_VENDOR, Event, State
+from batchkiln.lifecycle import ENDED_AT_VENDOR, LIVE_AT_VENDOR, Event, JobState, State
 from batchkiln.providers.base import Provider, VendorError
 from batchkiln.store import BatchRow, JobRow, NewBatch, StaleTransition, Store
 
@@ -44,12 +45,13 @@ class JobStatus:
 
     @property
     def state(self) -> str:
-        """One word for scripts: done, or the least advanced live batch state."""
-        if self.job.status == "done":
-            return "done"
+        """One word for scripts: the Job's state once it is done or awaiting a retry,
+        else the least advanced live batch state."""
+        if self.job.status != JobState.ACTIVE:
+            return self.job.status.value
         live = [b for b in self.batches if b.state != State.DONE]
         if not live:
-            return "awaiting_retry" if self.counts.get("pending") else "done"
+            return self.job.status.value
         order = list(State)
         return min(live, key=lambda b: order.index(b.state)).state.value
 
@@ -112,7 +114,16 @@ class Kiln:
         every bad line, a Job over a budget raises BudgetExceeded (with the
         estimate), and a valid one becomes not_submitted batches."""
         wire = self.provider(provider).name  # the wire format: "openai" or "anthropic"
-        summary = validate_file(path, provider=wire, model=model, endpoint=endpoint)  # type: ignore[arg-type]
+        # Pass 1: validate, fingerprint, plan and estimate in one streaming read.
+        estimator = FileEstimator(wire)
+        summary = validate_file(
+            path,
+            provider=wire,  # type: ignore[arg-type]
+            model=model,
+            endpoint=endpoint,
+            on_request=estimator,
+        )
+        total, parts = estimator.finish()
         jkey = job_key(key, summary.fingerprint)
         new_batches = []
         for shard in summary.shards:
@@ -128,8 +139,21 @@ class Kiln:
                 )
             )
         options = options or JobOptions()
-        admitted = await self.budget.admit_file(  # BudgetExceeded
-            summary, options, key=jkey, batch_keys=[b.key for b in new_batches], worker=self.worker
+        admitted = await self.budget.admit_new(  # BudgetExceeded
+            total,
+            parts,
+            options,
+            key=jkey,
+            batch_keys=[b.key for b in new_batches],
+            worker=self.worker,
+        )
+        # Pass 2: store, refusing a file whose content changed since pass 1 (FileChanged).
+        rows = iter_requests(
+            path,
+            provider=wire,  # type: ignore[arg-type]
+            model=model,
+            endpoint=endpoint,
+            expect_fingerprint=summary.fingerprint,
         )
         job, created = await self.store.jobs.create(
             key=jkey,
@@ -140,12 +164,11 @@ class Kiln:
             source=str(path),
             request_count=summary.count,
             options=options.model_dump(),
-            request_rows=iter_requests(path, provider=wire, model=model, endpoint=endpoint),  # type: ignore[arg-type]
+            request_rows=rows,
             new_batches=new_batches,
             worker=self.worker,
+            estimate=admitted,
         )
-        if created and admitted is not None:
-            await admitted.record(self.store, job.id, worker=self.worker)
         if not created:
             await self.store.audit.record(
                 "job.resubmitted",
@@ -214,8 +237,8 @@ class Kiln:
                 worker=self.worker,
                 reason=f"{batch.state.value}: {exc.message}",
             )
-            delay = self.backoff.delay(batch.check_attempt, self.rng, retry_after=exc.retry_after)
-            result = StepResult(delay, "vendor error", retry_after=exc.retry_after)
+            delay = self.backoff.delay(batch.check_attempt, self.rng)
+            result = StepResult(delay, "vendor error")
         except BaseException:
             # Stopped mid-step (cancelled, interrupted, or an error we do not handle here):
             # every step is safe to resume after a crash, so give the lease back now (the

@@ -58,7 +58,7 @@ class Submitter:
 
     async def submit(self, job: JobRow, batch: BatchRow, provider: Provider) -> StepResult:
         if batch.state == State.NOT_SUBMITTED:
-            await self.store.batches.transition(
+            batch = await self.store.batches.transition(
                 batch,
                 State.NOT_SUBMITTED,
                 Event.SUBMIT,
@@ -66,7 +66,6 @@ class Submitter:
                 reason="intent recorded before the vendor call",
                 values={"submit_started_at": self.clock.now()},
             )
-            batch = await self.store.batches.get(batch.id)
         if batch.state != State.SUBMITTING:
             return StepResult(0, f"already {batch.state.value}")
         spec = await self.build_spec(job, batch)
@@ -112,7 +111,7 @@ class Submitter:
                     data={"retry_after": exc.retry_after},
                 )
                 wait = exc.retry_after if exc.retry_after is not None else SETTLE_SECONDS
-                return StepResult(wait, "vendor asked us to retry", retry_after=exc.retry_after)
+                return StepResult(wait, "vendor asked us to retry")
             await self.store.batches.transition(
                 batch,
                 State.SUBMITTING,

@@ -65,9 +65,5 @@ class Store:
         engine = await open_database(url, run_migrations=run_migrations, **engine_kwargs)
         return cls(engine, clock or SystemClock())
 
-    @property
-    def dialect(self) -> str:
-        return self.engine.dialect.name
-
     async def close(self) -> None:
         await self.engine.dispose()

@@ -9,7 +9,6 @@ database or user (`StoreError`). Passwords never appear: URLs go through `mask_u
 
 from __future__ import annotations
 
-import os
 import socket
 import sqlite3
 import tempfile
@@ -18,10 +17,11 @@ from typing import Any
 
 from alembic import command
 from alembic.config import Config
-from sqlalchemy import event
+from sqlalchemy import Insert, Table, event
+from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import URL, Connection, make_url
 from sqlalchemy.exc import ArgumentError, DBAPIError
-from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
 
 from batchkiln.errors import DatabaseURLError, StoreError
 
@@ -61,11 +61,11 @@ def _parse(raw: str) -> URL:
 
 
 def database_url(url: str | None = None) -> str:
-    """The URL to use: the argument, else KILN_DATABASE_URL, else a local SQLite file.
+    """The URL to use (default: a local SQLite file; the App passes KILN_DATABASE_URL).
 
     Plain `sqlite://` and `postgresql://` URLs get the async drivers we ship.
     """
-    raw = url or os.environ.get("KILN_DATABASE_URL") or DEFAULT_URL
+    raw = url or DEFAULT_URL
     parsed = _parse(raw)
     if parsed.drivername in _SQLITE:
         parsed = parsed.set(drivername="sqlite+aiosqlite")
@@ -86,7 +86,7 @@ def database_url(url: str | None = None) -> str:
 async def open_database(
     url: str | None, *, run_migrations: bool = True, **kwargs: Any
 ) -> AsyncEngine:
-    """An engine on the database at `url` (else KILN_DATABASE_URL), migrated to head;
+    """An engine on the database at `url` (else the default SQLite file), migrated to head;
     any failure is a StoreError (DatabaseURLError for the URL itself) in one sentence."""
     full = database_url(url)
     try:
@@ -240,3 +240,8 @@ async def migrate(engine: AsyncEngine, revision: str = "head") -> None:
 
     async with engine.begin() as connection:
         await connection.run_sync(_upgrade)
+
+
+def insert_ignoring_duplicates(conn: AsyncConnection, table: Table) -> Insert:
+    dialect = postgresql if conn.dialect.name == "postgresql" else sqlite
+    return dialect.insert(table).on_conflict_do_nothing()  # type: ignore[no-any-return]
