@@ -25,6 +25,7 @@ from batchkiln.engine.schedule import Backoff, TrackingMode, TrackingPolicy
 from batchkiln.engine.step import StepResult
 from batchkiln.engine.submission import Submitter
 from batchkiln.engine.tracking import Tracker
+from batchkiln.errors import ConfigError
 from batchkiln.intake import batch_tag, derive_batch_key, iter_requests, job_key, validate_file
 from batchkiln.lifecycle import ENDED_AT_VENDOR, LIVE_AT_VENDOR, Event, JobState, State
 from batchkiln.providers.base import Provider, VendorError
@@ -96,7 +97,12 @@ class Kiln:
         try:
             return self.providers[name]
         except KeyError:
-            raise LookupError(f"no provider {name!r} configured") from None
+            where = (
+                ": the in-process simulator lives only in the command that submitted the job"
+                if name.startswith("simulator")
+                else ""
+            )
+            raise ConfigError(f"no provider {name!r} in this process{where}") from None
 
     async def submit(
         self,
