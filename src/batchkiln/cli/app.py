@@ -21,7 +21,7 @@ from batchkiln.app import SIMULATED, App
 from batchkiln.cli import signals, views
 from batchkiln.cli.contract import CommandError, ExitCode, KilnGroup, exit_code_help, job_exit_code
 from batchkiln.cli.options import BudgetOpt, JsonOpt, KeyOpt, MaxAttemptsOpt, ProviderOpt
-from batchkiln.costs import FileEstimator
+from batchkiln.costs import FileEstimator, prices, tokens
 from batchkiln.costs.report import submitted_estimate
 from batchkiln.engine.kiln import JobStatus
 from batchkiln.engine.policy import JobOptions, RetryPolicy
@@ -125,6 +125,9 @@ def validate(
     as_json: JsonOpt = False,
 ) -> None:
     """Check a request file and print the plan (requests, shards, bytes); sends nothing."""
+    settings = Settings.load()  # no App here (no store): set the cost model as App does
+    prices.configure(settings.prices_file)
+    tokens.configure(settings.tokenizer)
     estimator = FileEstimator(_wire(provider))
     summary = validate_file(
         file,

@@ -9,6 +9,7 @@ database or user (`StoreError`). Passwords never appear: URLs go through `mask_u
 
 from __future__ import annotations
 
+import errno
 import socket
 import sqlite3
 import tempfile
@@ -165,6 +166,23 @@ def _can_write(path: Path) -> bool:
         return False
 
 
+_NETWORK_ERRNOS = {
+    errno.ECONNREFUSED,
+    errno.ECONNRESET,
+    errno.EHOSTUNREACH,
+    errno.ENETUNREACH,
+    errno.ETIMEDOUT,
+    errno.EADDRNOTAVAIL,
+}
+
+
+def _network_failure(exc: BaseException) -> bool:
+    """A failure to reach a server (not a file's OSError, which names its file)."""
+    if isinstance(exc, ConnectionError | TimeoutError):
+        return True
+    return isinstance(exc, OSError) and exc.filename is None and exc.errno in _NETWORK_ERRNOS
+
+
 def _server_failure(exc: BaseException, parsed: URL) -> StoreError | None:
     where = f"{parsed.host or 'localhost'}:{parsed.port or 5432}"
     shown = mask_url(parsed.render_as_string(hide_password=False))
@@ -173,8 +191,8 @@ def _server_failure(exc: BaseException, parsed: URL) -> StoreError | None:
             f"cannot reach the database at {where}: the host name does not resolve"
             f" ({exc.strerror}); check KILN_DATABASE_URL ({shown})"
         )
-    if isinstance(exc, (OSError, TimeoutError)) and not isinstance(exc, DBAPIError):
-        reason = exc.strerror or str(exc) or type(exc).__name__
+    if _network_failure(exc):
+        reason = getattr(exc, "strerror", None) or str(exc) or type(exc).__name__
         return StoreError(
             f"cannot reach the database at {where} ({reason}): is PostgreSQL running there?"
             f" (KILN_DATABASE_URL={shown})"
