@@ -68,7 +68,6 @@ class Ingestor:
         if batch.vendor_id is not None:
             if vendor is None or vendor.state not in ENDED_AT_VENDOR:
                 vendor = await provider.retrieve(batch.vendor_id)  # the one retrieve
-                await self.store.batches.add_vendor_calls(batch.id, 1)
             if vendor.errors:  # a failed batch's reasons are kept, whatever the line shapes
                 errors = [
                     {"code": e.code, "message": e.message, "line": e.line} for e in vendor.errors
@@ -83,7 +82,6 @@ class Ingestor:
                 )
                 batch = await self.store.batches.get(batch.id)
             stats = await self._download(batch, provider.results(vendor), carried)
-            await self.store.batches.add_vendor_calls(batch.id, 1)
         else:
             vendor = None
             stats = {"lines": 0, "foreign": 0, "duplicate": 0}

@@ -29,6 +29,7 @@ from batchkiln.errors import ConfigError
 from batchkiln.intake import batch_tag, derive_batch_key, iter_requests, job_key, validate_file
 from batchkiln.lifecycle import ENDED_AT_VENDOR, LIVE_AT_VENDOR, Event, JobState, State
 from batchkiln.providers.base import Provider, VendorError
+from batchkiln.providers.counted import CountedProvider
 from batchkiln.store import BatchRow, JobRow, NewBatch, StaleTransition, Store
 
 
@@ -192,10 +193,12 @@ class Kiln:
             await self.store.ledger.job_counts(job.id),
         )
 
-    async def step(self, batch: BatchRow) -> StepResult:
-        """Run the one step a batch's state calls for."""
-        job = await self.store.jobs.get(batch.job_id)
-        provider = self.provider(job.provider)
+    async def step(
+        self, batch: BatchRow, job: JobRow | None = None, provider: Provider | None = None
+    ) -> StepResult:
+        """Run the one step a batch's state calls for (`job`: its Job, if already read)."""
+        job = job or await self.store.jobs.get(batch.job_id)
+        provider = provider or self.provider(job.provider)
         if batch.state in (State.NOT_SUBMITTED, State.SUBMITTING):
             return await self.submitter.submit(job, batch, provider)
         if batch.state in LIVE_AT_VENDOR:
@@ -213,12 +216,15 @@ class Kiln:
         claimed = await self.store.batches.claim_due(
             worker=self.worker, lease_seconds=self.lease_seconds, limit=limit, job_id=job_id
         )
+        if not claimed:
+            return 0
         waiting = list(claimed)
         try:
-            listed = await self.refresher.refresh(claimed)  # several due: one list call
+            jobs = await self.store.jobs.many(b.job_id for b in claimed)  # one read for all
+            listed = await self.refresher.refresh(claimed, jobs)  # several due: one list call
             while waiting and (stop is None or not stop.is_set()):
                 batch = waiting.pop(0)
-                await self._step_and_release(batch, listed.get(batch.id))
+                await self._step_and_release(batch, jobs[batch.job_id], listed.get(batch.id))
         finally:  # stopped (or failed) part-way: the ones not stepped go back, still due
             if waiting:
                 await asyncio.shield(self._release_untouched(waiting))
@@ -230,9 +236,12 @@ class Kiln:
                 batch.id, worker=self.worker, next_check_at=batch.next_check_at
             )
 
-    async def _step_and_release(self, batch: BatchRow, done: StepResult | None = None) -> None:
+    async def _step_and_release(
+        self, batch: BatchRow, job: JobRow, done: StepResult | None = None
+    ) -> None:
         try:
-            result = done if done is not None else await self.step(batch)
+            provider = CountedProvider(self.provider(job.provider))  # counts this step's calls
+            result = done if done is not None else await self.step(batch, job, provider)
         except StaleTransition as exc:
             result = StepResult(0, str(exc))
         except VendorError as exc:
@@ -243,7 +252,7 @@ class Kiln:
                 worker=self.worker,
                 reason=f"{batch.state.value}: {exc.message}",
             )
-            delay = self.backoff.delay(batch.check_attempt, self.rng)
+            delay = self.backoff.delay(batch.check_attempt, self.rng, retry_after=exc.retry_after)
             result = StepResult(delay, "vendor error")
         except BaseException:
             # Stopped mid-step (cancelled, interrupted, or an error we do not handle here):
@@ -253,10 +262,13 @@ class Kiln:
             raise
         after = await self.store.batches.get(batch.id)
         await self.store.batches.release(
-            batch.id, worker=self.worker, next_check_at=await self._next_check(after, result)
+            batch.id,
+            worker=self.worker,
+            next_check_at=self._next_check(after, result, provider),
+            vendor_calls=provider.calls,
         )
 
-    async def _next_check(self, batch: BatchRow, result: StepResult) -> float | None:
+    def _next_check(self, batch: BatchRow, result: StepResult, provider: Provider) -> float | None:
         if batch.state == State.DONE:
             return None
         if batch.state not in LIVE_AT_VENDOR:
@@ -264,7 +276,6 @@ class Kiln:
             return self.clock.now() + (0.0 if delay is None else delay)
         delay = result.next_check_in
         if delay is None:  # just accepted: the first check of the batch's mode
-            provider = self.provider((await self.store.jobs.get(batch.job_id)).provider)
             delay = self.tracking.backoff_for(provider).delay(batch.check_attempt, self.rng)
         return self.tracking.align(self.clock.now() + delay)
 

@@ -90,7 +90,6 @@ class Submitter:
         try:
             vendor = await provider.create(spec)
         except AmbiguousOutcome as exc:
-            await self._count_call(batch)
             await self.store.audit.record(
                 "submit.unknown",
                 job_id=batch.job_id,
@@ -100,7 +99,6 @@ class Submitter:
             )
             return StepResult(SETTLE_SECONDS, "ambiguous create; will reconcile")
         except VendorError as exc:
-            await self._count_call(batch)
             if exc.retryable:
                 await self.store.audit.record(
                     "submit.retry",
@@ -124,7 +122,6 @@ class Submitter:
                 },
             )
             return StepResult(0, "rejected")
-        await self._count_call(batch)
         await self._accept(batch, vendor, how="created")
         return StepResult(None, "accepted")
 
@@ -134,7 +131,6 @@ class Submitter:
         """Look for the vendor batch an earlier attempt may have made. None: resend."""
         since = (batch.submit_started_at or self.clock.now()) - WINDOW_SLACK
         candidates = await provider.find_candidates(spec, since=since)
-        await self._count_call(batch)
         mine = [c for c in candidates if c.tag == batch.tag]
         if not mine:
             mine = [c for c in candidates if c.tag is None and await self._unclaimed(c, batch)]
@@ -208,6 +204,3 @@ class Submitter:
             },
             data={"vendor_id": vendor.vendor_id, "how": how},
         )
-
-    async def _count_call(self, batch: BatchRow) -> None:
-        await self.store.batches.add_vendor_calls(batch.id, 1)

@@ -140,13 +140,26 @@ class BatchRepository:
             rows = await conn.execute(select(batches).where(batches.c.id.in_(ids)))
             return [from_row(BatchRow, r) for r in rows.mappings()]
 
-    async def release(self, batch_id: str, *, worker: str, next_check_at: float | None) -> None:
-        """Give up a lease we hold and set when the batch is next due (None: never)."""
+    async def release(
+        self,
+        batch_id: str,
+        *,
+        worker: str,
+        next_check_at: float | None,
+        vendor_calls: int = 0,
+    ) -> None:
+        """Give up a lease we hold, set when the batch is next due (None: never) and add
+        the vendor calls the step made, in one write."""
         async with self._engine.begin() as conn:
             await conn.execute(
                 update(batches)
                 .where(batches.c.id == batch_id, batches.c.lease_owner == worker)
-                .values(lease_owner=None, lease_expires_at=None, next_check_at=next_check_at)
+                .values(
+                    lease_owner=None,
+                    lease_expires_at=None,
+                    next_check_at=next_check_at,
+                    vendor_calls=batches.c.vendor_calls + vendor_calls,
+                )
             )
 
     async def mark_due(self, batch_id: str, *, at: float | None = None) -> None:
