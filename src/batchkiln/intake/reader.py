@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import codecs
 import errno
-import os
 import stat
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -205,24 +204,20 @@ def _vendor_body(record: dict[str, Any], ctx: _Context, line: int) -> dict[str, 
     return body
 
 
-def _open_regular(path: Path) -> int:
-    """A read-only descriptor on `path` if it is a regular file; else OSError saying what
-    it is. Opened non-blocking first, so a FIFO never hangs the command."""
-    fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0))
-    mode = os.fstat(fd).st_mode
+def _check_regular(path: Path) -> None:
+    """OSError saying what `path` is unless it is a regular file: checked before opening,
+    since opening a FIFO would wait for a writer (the command would hang)."""
+    mode = path.stat().st_mode
     if not stat.S_ISREG(mode):
-        os.close(fd)
         what = "a directory" if stat.S_ISDIR(mode) else "a FIFO" if stat.S_ISFIFO(mode) else None
         what = what or ("a device" if stat.S_ISCHR(mode) or stat.S_ISBLK(mode) else "a socket")
         raise OSError(errno.EINVAL, f"not a regular file ({what}); give a JSONL file")
-    if hasattr(os, "set_blocking"):
-        os.set_blocking(fd, True)
-    return fd
 
 
 def _lines(path: Path) -> Iterator[tuple[int, bytes]]:
     """(line number, raw bytes) of every non-blank line; blank lines are counted."""
-    with open(_open_regular(path), "rb", buffering=_READ_BUFFER) as handle:
+    _check_regular(path)
+    with path.open("rb", buffering=_READ_BUFFER) as handle:
         for number, raw in enumerate(handle, start=1):
             if not raw.isspace():
                 yield number, raw
