@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+from typing import Any
+
+import pytest
 
 from batchkiln.lifecycle import State
 
@@ -25,20 +28,24 @@ async def test_a_stopped_round_gives_back_the_batches_it_did_not_step(env: Env) 
     assert status.job.id == submitted.job.id and env.sim.counters.batches_created == 0
 
 
-async def test_a_step_cancelled_midway_gives_its_lease_back(env: Env) -> None:
+async def test_a_step_cancelled_midway_gives_its_lease_back(
+    env: Env, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """Cancelling the task during a step (a second Ctrl-C) still releases the lease."""
     submitted = await env.kiln.submit(
-        write_requests(env.tmp / "in.jsonl", 200), provider="openai", model="gpt-4o-mini"
+        write_requests(env.tmp / "in.jsonl", 3), provider="openai", model="gpt-4o-mini"
     )
+    in_step = asyncio.Event()
+
+    async def a_slow_vendor_call(*args: Any, **kwargs: Any) -> Any:
+        in_step.set()
+        await asyncio.Event().wait()  # the create call that never answers
+
+    monkeypatch.setattr(env.kiln.submitter, "submit", a_slow_vendor_call)
     task = asyncio.ensure_future(env.kiln.run_once())
-    leased = False
-    for _ in range(10_000):  # yield to the task until its claim is committed
-        await asyncio.sleep(0)
-        (batch,) = await env.store.batches.for_job(submitted.job.id)
-        if batch.lease_owner is not None:
-            leased = True
-            break
-    assert leased and not task.done()
+    await asyncio.wait_for(in_step.wait(), timeout=60)
+    (batch,) = await env.store.batches.for_job(submitted.job.id)
+    assert batch.lease_owner == env.kiln.worker  # held mid-step
     task.cancel()
     with contextlib.suppress(asyncio.CancelledError):
         await task

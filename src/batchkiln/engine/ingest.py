@@ -158,6 +158,8 @@ class Ingestor:
                 continue
             error, retryable = _failure(result, ended_as, batch, policy)
             errors[seq] = error
+            if result is not None and result.failure == FailureClass.ACCOUNT:
+                continue  # held, no final outcome: `kiln retry --class account` after a top-up
             if ended_as == State.CANCELLED and (
                 result is None or result.outcome == Outcome.CANCELLED
             ):
@@ -250,6 +252,8 @@ def _result_row(batch: BatchRow, seq: int, line: ResultLine) -> dict[str, Any]:
         "input_tokens": line.usage.input_tokens,
         "cached_input_tokens": line.usage.cached_input_tokens,
         "output_tokens": line.usage.output_tokens,
+        "cache_write_5m_tokens": line.usage.cache_write_5m_tokens,
+        "cache_write_1h_tokens": line.usage.cache_write_1h_tokens,
         "billed": 1 if line.billed else 0,
         "raw": line.raw,
     }
