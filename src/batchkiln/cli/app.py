@@ -290,7 +290,14 @@ def status(
         async with open_app() as rt:
             if job is None:
                 return [j.__dict__ for j in await rt.kiln.store.jobs.list()], rt.clock.now()
-            return await rt.kiln.status(job), rt.clock.now()
+            found = await rt.kiln.status(job)
+            events = await rt.kiln.store.audit.for_job(found.job.id)
+            stalled = [
+                {"batch_id": e.batch_id, "at": e.at, "reason": e.reason}
+                for e in events
+                if e.kind == "batch.stalled"
+            ]
+            return (found, stalled), rt.clock.now()
 
     result, now = run_command(go)
     if isinstance(result, list):
@@ -299,10 +306,13 @@ def status(
         else:
             console.print(views.jobs_table(result))
         return
+    status_, stalled = result
     if as_json:
-        _print_json(views.status_json(result))
+        _print_json({**views.status_json(status_), "stalled": stalled})
     else:
-        console.print(views.status_view(result, result.job.updated_at, clock_now=now))
+        console.print(views.status_view(status_, status_.job.updated_at, clock_now=now))
+        for note in stalled:  # Gemini batches sitting PENDING past KILN_STALL_AFTER_SECONDS
+            console.print(f"[yellow]stalled[/] {note['batch_id']}: {note['reason']}")
 
 
 @app.command()

@@ -86,8 +86,8 @@ ProviderOpt = Annotated[
         "--provider",
         "-p",
         callback=provider,
-        help="openai | anthropic | simulator (OpenAI format, in-process, no keys)"
-        " | simulator-anthropic",
+        help="openai | anthropic | gemini | simulator (OpenAI format, in-process, no keys)"
+        " | simulator-anthropic | simulator-gemini",
     ),
 ]
 JsonOpt = Annotated[bool, typer.Option("--json", help="One JSON object, for scripts.")]

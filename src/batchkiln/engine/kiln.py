@@ -76,6 +76,7 @@ class Kiln:
         lease_seconds: float = 900.0,  # > providers.base.CREATE_TIMEOUT_SECONDS
         tracking: TrackingPolicy | TrackingMode | str | None = None,
         budget: BudgetGuard | None = None,
+        stall_after: float | None = None,  # Gemini: pending this long -> batch.stalled
     ) -> None:
         self.store = store
         self.providers = providers  # may be lazy: a vendor is built on first use
@@ -92,6 +93,8 @@ class Kiln:
         if backoff is not None:
             self.tracking = self.tracking.with_poll(backoff)
         self.tracker = Tracker(store, self.clock, self.worker, policy=self.tracking, rng=self.rng)
+        if stall_after is not None:
+            self.tracker.stall_after = stall_after
         self.refresher = ListRefresher(store, self.clock, self.tracker, self.provider)
         self.ingestor = Ingestor(store, self.clock, self.worker, self.budget)
 

@@ -70,6 +70,7 @@ class BatchRow:
     lease_expires_at: float | None
     created_at: float
     updated_at: float
+    input_file: str | None = None  # Gemini: the input file recorded before create
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "state", State(self.state))
