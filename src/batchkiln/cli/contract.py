@@ -163,7 +163,8 @@ def _usage(exc: click.ClickException) -> tuple[str, dict[str, Any]]:
     param = getattr(exc, "param", None)
     if isinstance(exc, click.BadParameter) and param is not None:
         kind = getattr(param, "param_type_name", "parameter")
-        hint = max(param.opts, key=len) if param.opts else ""
+        longs = [o for o in param.opts if o.startswith("--")]
+        hint = (longs or param.opts or [""])[0]  # the first long name, as declared
         if kind == "argument" or not hint:
             hint = str(param.name or "").upper()
         if isinstance(exc, click.MissingParameter):
