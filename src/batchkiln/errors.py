@@ -9,6 +9,8 @@
     ├── BudgetExceeded           a submission or retry refused by a budget, before any call
     ├── NotFound                 no job or batch by that id or key
     ├── StoreError               the database cannot be opened, read or written
+    │   └── DatabaseURLError     KILN_DATABASE_URL is not a URL of a supported database (also
+    │                            a ConfigError)
     ├── VendorError              a vendor call failed (`retryable` says if it may be repeated)
     │   └── AmbiguousOutcome     a create whose effect is unknown: reconcile before resending
     └── TransitionError          a state change that cannot be made
@@ -137,6 +139,13 @@ class StoreError(KilnError):
     kind = "store"
 
 
+class DatabaseURLError(ConfigError, StoreError):
+    """The database URL is not a URL, or names a database batchkiln cannot use: a
+    configuration mistake (ConfigError) about the store (StoreError)."""
+
+    kind = "database_url"
+
+
 class VendorError(KilnError):
     """A vendor call failed. `retryable` says whether the same call may be repeated."""
 
@@ -235,6 +244,7 @@ __all__ = [
     "AmbiguousOutcome",
     "BudgetExceeded",
     "ConfigError",
+    "DatabaseURLError",
     "FileChanged",
     "IllegalTransition",
     "InputError",

@@ -1,8 +1,11 @@
-"""`kiln`: thin edges over the engine. Each command parses, calls the Kiln, prints."""
+"""`kiln`: thin edges over the engine. Each command parses, calls the Kiln, prints.
+
+Errors are not printed here: commands raise, and the one boundary in `contract`
+(`KilnGroup`) prints `error: ...` and picks the exit code of the documented table.
+"""
 
 from __future__ import annotations
 
-import asyncio
 import sys
 from contextlib import AbstractAsyncContextManager
 from enum import StrEnum
@@ -16,53 +19,58 @@ from rich.console import Console
 from rich.live import Live
 
 from batchkiln.app import SIMULATED, App
-from batchkiln.cli import views
-from batchkiln.costs import FileEstimator
+from batchkiln.cli import signals, views
+from batchkiln.cli.contract import CommandError, ExitCode, KilnGroup, exit_code_help, job_exit_code
+from batchkiln.cli.options import BudgetOpt, JsonOpt, KeyOpt, MaxAttemptsOpt, ProviderOpt
+from batchkiln.costs import FileEstimator, prices, tokens
 from batchkiln.costs.report import submitted_estimate
 from batchkiln.engine.kiln import JobStatus
 from batchkiln.engine.policy import JobOptions, RetryPolicy
-from batchkiln.errors import BudgetExceeded, ConfigError
 from batchkiln.export import ExportFormat, write_results, write_stream
-from batchkiln.intake import InputError, InvalidKey, KeyConflict, validate_file
+from batchkiln.intake import validate_file
+from batchkiln.lifecycle import State
 from batchkiln.providers import wire_format
 from batchkiln.settings import Settings
-from batchkiln.store import NotFound
 
 app = typer.Typer(
     name="kiln",
+    cls=KilnGroup,
     help="Run LLM batch jobs through their whole lifecycle without losing a request"
     " or paying twice.",
+    epilog=exit_code_help(),
     no_args_is_help=True,
     add_completion=False,
+    pretty_exceptions_enable=False,
 )
 console = Console()
 err = Console(stderr=True)
 
-ProviderOpt = Annotated[
-    str,
-    typer.Option(
-        "--provider",
-        "-p",
-        help="openai | anthropic | gemini | simulator (OpenAI format, in-process, no keys)"
-        " | simulator-anthropic | simulator-gemini",
-    ),
-]
+__all__ = ["JsonOpt", "ProviderOpt", "app", "console", "drive", "err", "fail", "open_app"]
+
 ModelOpt = Annotated[str | None, typer.Option("--model", "-m", help="Model for every request.")]
-JsonOpt = Annotated[bool, typer.Option("--json", help="One JSON object, for scripts.")]
+
+
+@app.callback()
+def main(
+    debug: Annotated[
+        bool,
+        typer.Option("--debug", help="Print the traceback of an error (also KILN_DEBUG=1)."),
+    ] = False,
+) -> None:
+    """Run LLM batch jobs through their whole lifecycle without losing a request or
+    paying twice."""
 
 
 def _wire(provider: str) -> str:
     try:
         return wire_format(provider)
     except ValueError as exc:
-        raise fail(f"--provider: {exc}", 2) from None
+        raise fail(f"--provider: {exc}") from None
 
 
-def fail(message: str, code: int = 1) -> typer.Exit:
-    """Print an error verbatim (no wrapping, no markup: it names files and lines)."""
-    err.print("[red]error:[/]", end=" ")
-    err.print(message, markup=False, highlight=False, soft_wrap=True)
-    return typer.Exit(code)
+def fail(message: str, code: int = ExitCode.BAD_INPUT) -> CommandError:
+    """An error for the boundary to print (`raise fail(...)`): one line naming the thing."""
+    return CommandError(message, code)
 
 
 def open_app(*, simulated: bool = False, **kwargs: Any) -> AbstractAsyncContextManager[App]:
@@ -77,6 +85,18 @@ def _print_json(payload: Any) -> None:
     sys.stdout.write(orjson.dumps(payload, option=orjson.OPT_INDENT_2).decode() + "\n")
 
 
+def _exit_for(status: JobStatus) -> None:
+    """Exit 1 (and say why) when a finished job has requests that did not succeed."""
+    code = job_exit_code(status.state, status.counts)
+    if code:
+        counts = ", ".join(f"{n} {k}" for k, n in sorted(status.counts.items()))
+        err.print(
+            f"job {status.job.id} ended with requests that did not succeed ({counts}): exit {code}",
+            highlight=False,
+        )
+        raise typer.Exit(code)
+
+
 @app.command()
 def version() -> None:
     """Print the batchkiln version."""
@@ -86,10 +106,7 @@ def version() -> None:
 @app.command()
 def config(as_json: JsonOpt = False) -> None:
     """Print the effective settings (every KILN_* and SDK variable), secrets masked."""
-    try:
-        settings = Settings.load()
-    except ConfigError as exc:
-        raise fail(str(exc), 2) from None
+    settings = Settings.load()  # a bad value: ConfigError, one line (the boundary)
     rows = list(settings.describe())
     if as_json:
         _print_json({r.variable: r.value for r in rows})
@@ -109,19 +126,17 @@ def validate(
     as_json: JsonOpt = False,
 ) -> None:
     """Check a request file and print the plan (requests, shards, bytes); sends nothing."""
+    settings = Settings.load()  # no App here (no store): set the cost model as App does
+    prices.configure(settings.prices_file)
+    tokens.configure(settings.tokenizer)
     estimator = FileEstimator(_wire(provider))
-    try:
-        summary = validate_file(
-            file,
-            provider=_wire(provider),  # type: ignore[arg-type]
-            model=model,
-            endpoint=endpoint,
-            on_request=estimator,
-        )
-    except InputError as exc:
-        raise fail(str(exc), 2) from None
-    except OSError as exc:
-        raise fail(f"{file}: {exc.strerror or exc}", 2) from None
+    summary = validate_file(
+        file,
+        provider=_wire(provider),  # type: ignore[arg-type]
+        model=model,
+        endpoint=endpoint,
+        on_request=estimator,
+    )
     estimate, _ = estimator.finish()
     if as_json:
         _print_json(
@@ -159,28 +174,24 @@ def submit(
     file: Annotated[Path, typer.Argument(help="Request file (JSONL).")],
     provider: ProviderOpt = "openai",
     model: ModelOpt = None,
-    key: Annotated[
-        str | None, typer.Option(help="Idempotency key (default: content fingerprint).")
-    ] = None,
+    key: KeyOpt = None,
     endpoint: Annotated[str | None, typer.Option(help="OpenAI endpoint for plain lines.")] = None,
     wait: Annotated[
         bool, typer.Option("--wait", help="Drive the job here until it is done.")
     ] = False,
-    max_attempts: Annotated[int, typer.Option(help="Attempts per request, retries included.")] = 3,
+    max_attempts: MaxAttemptsOpt = 3,
     auto_retry: Annotated[
         bool, typer.Option(help="Retry retryable failures as child batches.")
     ] = True,
-    budget: Annotated[
-        float | None,
-        typer.Option(help="Most the job may cost in USD at batch prices, retries included."),
-    ] = None,
+    budget: BudgetOpt = None,
     delete_vendor_files: Annotated[
         bool, typer.Option(help="Delete the vendor's input and result files after ingest.")
     ] = False,
     as_json: JsonOpt = False,
 ) -> None:
     """Submit a request file as a Job. The same key (or content) never submits twice.
-    A job whose estimate is over --budget or KILN_BUDGET_USD is refused (exit 3)."""
+    A job whose estimate is over --budget or KILN_BUDGET_USD is refused (exit 3); a job
+    that ends with requests that did not succeed exits 1 (see `kiln --help`)."""
     simulated = provider in SIMULATED
     if simulated and not wait:
         err.print("[dim]the simulator lives in this process: --wait is implied[/]")
@@ -193,17 +204,9 @@ def submit(
 
     async def go() -> JobStatus:
         async with open_app(simulated=simulated) as rt:
-            try:
-                submitted = await rt.kiln.submit(
-                    file,
-                    provider=provider,
-                    model=model,
-                    endpoint=endpoint,
-                    key=key,
-                    options=options,
-                )
-            except BudgetExceeded as exc:
-                raise fail(f"{exc}; nothing was sent", 3) from None
+            submitted = await rt.kiln.submit(
+                file, provider=provider, model=model, endpoint=endpoint, key=key, options=options
+            )
             if not as_json:
                 verb = "created" if submitted.created else "found existing"
                 err.print(f"{verb} job [bold]{submitted.job.id}[/] (key {submitted.job.key})")
@@ -212,6 +215,7 @@ def submit(
                     err.print(line, highlight=False)
             if not wait:
                 await rt.kiln.run_once(job_id=submitted.job.id)  # submit now; a worker tracks it
+                await _vendor_refusal(rt, submitted.job.id)
                 return await rt.kiln.status(submitted.job.id)
             return await drive(rt, submitted.job.id, quiet=as_json)
 
@@ -220,18 +224,57 @@ def submit(
         _print_json(views.status_json(status))
     else:
         console.print(views.status_view(status, status.job.updated_at))
-    failed = status.counts.get("failed", 0) + status.counts.get("exhausted", 0)
-    if status.state == "done" and failed:
-        raise typer.Exit(1)
+    _exit_for(status)
+
+
+async def _vendor_refusal(rt: App, job_id: str) -> None:
+    """The first submission failed at the vendor (no credentials accepted, nothing
+    listening at the base URL): say so, exit 4. The job stays stored for a worker."""
+    waiting = {State.NOT_SUBMITTED, State.SUBMITTING}
+    if not any(b.state in waiting for b in await rt.kiln.store.batches.for_job(job_id)):
+        return
+    kinds = ("step.failed", "submit.retry", "submit.ambiguous")
+    failures = [e for e in await rt.kiln.store.audit.for_job(job_id) if e.kind in kinds]
+    if failures:
+        job = await rt.kiln.store.jobs.get(job_id)
+        base = getattr(rt.settings, f"{job.provider}_base_url", None)
+        where = f" at {base}" if base else ""
+        raise CommandError(
+            f"the {job.provider} call{where} failed: {failures[-1].reason}; job {job_id} is"
+            " stored and `kiln worker` (or `kiln watch`) will try again",
+            ExitCode.UNREACHABLE,
+            job_id=job_id,
+        )
 
 
 async def drive(rt: App, job_id: str, *, quiet: bool = False) -> JobStatus:
-    if quiet:
-        return await rt.kiln.run_until_done(job_id)
-    with Live(console=err, refresh_per_second=8, transient=False) as live:
-        return await rt.kiln.run_until_done(
-            job_id, on_progress=lambda s: live.update(views.status_view(s, rt.clock.now()))
-        )
+    """Run the job here until it is done. SIGINT/SIGTERM stop it after the step under
+    way, with every lease released (`Interrupted`, exit 130)."""
+    told: set[tuple[str, float | None]] = set()
+
+    def progress(status: JobStatus, live: Live | None) -> None:
+        now = rt.clock.now()
+        for b in status.batches:  # say once, as a line, what a lease is blocking
+            if (b.id, b.lease_expires_at) not in told and views.lease_lines([b], now):
+                told.add((b.id, b.lease_expires_at))
+                err.print(views.lease_lines([b], now)[0], highlight=False, soft_wrap=True)
+        if live is not None:
+            live.update(views.status_view(status, now))
+
+    with signals.graceful() as stop:
+        if quiet:
+            status = await rt.kiln.run_until_done(
+                job_id, on_progress=lambda s: progress(s, None), stop=stop
+            )
+        else:
+            with Live(console=err, refresh_per_second=8, transient=False) as live:
+                status = await rt.kiln.run_until_done(
+                    job_id, on_progress=lambda s: progress(s, live), stop=stop
+                )
+    if stop.is_set():
+        hint = "" if rt.simulator else f"; `kiln watch {status.job.id}` carries on"
+        raise (signals.current() or signals.Stop()).interrupted(hint)
+    return status
 
 
 @app.command()
@@ -243,10 +286,10 @@ def status(
 ) -> None:
     """Show a Job and its batches, or list recent Jobs."""
 
-    async def go() -> Any:
+    async def go() -> tuple[Any, float]:
         async with open_app() as rt:
             if job is None:
-                return [j.__dict__ for j in await rt.kiln.store.jobs.list()]
+                return [j.__dict__ for j in await rt.kiln.store.jobs.list()], rt.clock.now()
             found = await rt.kiln.status(job)
             events = await rt.kiln.store.audit.for_job(found.job.id)
             stalled = [
@@ -254,9 +297,9 @@ def status(
                 for e in events
                 if e.kind == "batch.stalled"
             ]
-            return found, stalled
+            return (found, stalled), rt.clock.now()
 
-    result = run_command(go)
+    result, now = run_command(go)
     if isinstance(result, list):
         if as_json:
             _print_json(result)
@@ -267,7 +310,7 @@ def status(
     if as_json:
         _print_json({**views.status_json(status_), "stalled": stalled})
     else:
-        console.print(views.status_view(status_, status_.job.updated_at))
+        console.print(views.status_view(status_, status_.job.updated_at, clock_now=now))
         for note in stalled:  # Gemini batches sitting PENDING past KILN_STALL_AFTER_SECONDS
             console.print(f"[yellow]stalled[/] {note['batch_id']}: {note['reason']}")
 
@@ -280,7 +323,7 @@ def watch(job: Annotated[str, typer.Argument(help="Job id or key.")]) -> None:
         async with open_app() as rt:
             return await drive(rt, job)
 
-    run_command(go)
+    _exit_for(run_command(go))
 
 
 @app.command()
@@ -353,16 +396,11 @@ def retry(
     else:
         console.print("nothing to retry (no failures waiting, or their retry already exists)")
     console.print(views.status_view(status, status.job.updated_at))
+    if wait:
+        _exit_for(status)
 
 
 def run_command(factory: Any) -> Any:
-    try:
-        return asyncio.run(factory())
-    except InputError as exc:
-        raise fail(str(exc), 2) from None
-    except (KeyConflict, InvalidKey, ConfigError) as exc:
-        raise fail(str(exc), 2) from None
-    except NotFound as exc:
-        raise fail(str(exc), 2) from None
-    except OSError as exc:
-        raise fail(str(exc), 2) from None
+    """Run a command's coroutine; SIGINT/SIGTERM end it at a safe point (exit 130).
+    Whatever it raises goes to the boundary (`contract.handle`)."""
+    return signals.run(factory)

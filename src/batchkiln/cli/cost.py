@@ -13,6 +13,7 @@ from rich.table import Table
 from rich.text import Text
 
 from batchkiln.cli.app import JsonOpt, app, console, open_app, run_command
+from batchkiln.cli.options import at_least
 from batchkiln.cli.views import stamp, usd
 from batchkiln.costs.report import JobCost, Money, PeriodSpend, job_cost, period_spend
 
@@ -144,7 +145,12 @@ def cost(
     job: Annotated[
         str | None, typer.Argument(help="Job id or key; none lists recent jobs.")
     ] = None,
-    limit: Annotated[int, typer.Option(help="How many recent jobs to list.")] = 20,
+    limit: Annotated[
+        int,
+        typer.Option(
+            callback=at_least(1, what="a number of jobs"), help="How many recent jobs to list."
+        ),
+    ] = 20,
     as_json: JsonOpt = False,
 ) -> None:
     """Estimate against actual cost, and the saving against standard prices."""

@@ -18,6 +18,7 @@ import typer
 
 from batchkiln.app import App, fresh_sqlite_url
 from batchkiln.cli.app import app, console, drive, fail, run_command
+from batchkiln.cli.options import at_least, choice
 from batchkiln.cli.views import duration
 from batchkiln.clock import FakeClock
 from batchkiln.engine.kiln import JobStatus
@@ -134,12 +135,29 @@ def demo(
     scenarios: Annotated[
         bool, typer.Option(help="After the main batch, run the six practice scenarios.")
     ] = True,
-    requests: Annotated[int, typer.Option(help="How many requests the demo job has.")] = 300,
+    requests: Annotated[
+        int,
+        typer.Option(
+            callback=at_least(1, what="a number of requests"),
+            help="How many requests the demo job has.",
+        ),
+    ] = 300,
     vendor: Annotated[
         str,
-        typer.Option("--vendor", "--provider", help="Wire format: openai, anthropic or gemini."),
+        typer.Option(
+            "--vendor",
+            "--provider",
+            callback=choice("openai", "anthropic", "gemini"),
+            help="Wire format: openai, anthropic or gemini.",
+        ),
     ] = "openai",
-    failure_rate: Annotated[float, typer.Option(help="Share of requests that time out.")] = 0.04,
+    failure_rate: Annotated[
+        float,
+        typer.Option(
+            callback=at_least(0.0, high=1.0, what="a share"),
+            help="Share of requests that time out.",
+        ),
+    ] = 0.04,
     seed: Annotated[int, typer.Option(help="Seed for the simulator's faults.")] = 7,
 ) -> None:
     """Run a real batch on the built-in simulator, from submit to done, then the six

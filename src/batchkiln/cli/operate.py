@@ -3,6 +3,8 @@ cancel, and the standalone simulator."""
 
 from __future__ import annotations
 
+import errno
+import socket
 import time
 from contextlib import AsyncExitStack
 from typing import Annotated
@@ -19,6 +21,7 @@ from batchkiln.cli.app import (
     open_app,
     run_command,
 )
+from batchkiln.cli.options import above_zero, at_least, choice, port
 from batchkiln.clock import ScaledClock
 from batchkiln.engine.schedule import TrackingMode
 from batchkiln.engine.worker import Worker
@@ -33,9 +36,28 @@ def virtual_clock(speed: float, epoch: float | None) -> ScaledClock:
     return ScaledClock(speed, start=anchor + (now - anchor) * speed)
 
 
+def _check_port_free(host: str, number: int) -> None:
+    """--webhook-port already taken (or not bindable): one line now, not uvicorn's
+    traceback and exit 3 once the store is open. The bind is released at once; the
+    receiver binds it again (SO_REUSEADDR, as uvicorn does)."""
+    try:
+        with socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET) as probe:
+            probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            probe.bind((host, number))
+    except OSError as exc:
+        reason = "it is already in use" if exc.errno == errno.EADDRINUSE else exc.strerror
+        raise fail(f"--webhook-port {number}: cannot listen on {host}:{number}: {reason}") from None
+
+
 @app.command()
 def worker(
-    batch_size: Annotated[int, typer.Option(help="Batches claimed per round.")] = 10,
+    batch_size: Annotated[
+        int,
+        typer.Option(
+            callback=at_least(1, what="a whole number of batches"),
+            help="Batches claimed per round.",
+        ),
+    ] = 10,
     concurrency: Annotated[
         int | None,
         typer.Option(min=1, help="Steps run at once (default KILN_WORKER_CONCURRENCY, 8)."),
@@ -48,21 +70,34 @@ def worker(
             " (default KILN_WORKER_GRACE_SECONDS, 30).",
         ),
     ] = None,
-    idle_cap: Annotated[float, typer.Option(help="Longest idle sleep, seconds.")] = 30.0,
+    idle_cap: Annotated[
+        float,
+        typer.Option(
+            callback=above_zero("a number of seconds"), help="Longest idle sleep, seconds."
+        ),
+    ] = 30.0,
     mode: Annotated[
         str | None,
         typer.Option(
+            callback=choice(*(m.value for m in TrackingMode)),
             help="Completion tracking: poll | webhook | hybrid (default: hybrid when"
-            " OPENAI_WEBHOOK_SECRET or KILN_WEBHOOK_SECRETS is set, else poll)."
+            " OPENAI_WEBHOOK_SECRET or KILN_WEBHOOK_SECRETS is set, else poll).",
         ),
     ] = None,
     webhook_port: Annotated[
         int | None,
-        typer.Option(help="Also serve the webhook receiver on this port, in this process."),
+        typer.Option(
+            callback=port, help="Also serve the webhook receiver on this port, in this process."
+        ),
     ] = None,
     webhook_host: Annotated[str, typer.Option(help="Address the receiver binds.")] = "127.0.0.1",
     speed: Annotated[
-        float | None, typer.Option(hidden=True, help="Virtual time at N x real (simulator).")
+        float | None,
+        typer.Option(
+            hidden=True,
+            callback=above_zero("a speed"),
+            help="Virtual time at N x real (simulator).",
+        ),
     ] = None,
     epoch: Annotated[
         float | None, typer.Option(hidden=True, help="Unix time the virtual clock runs from.")
@@ -76,13 +111,12 @@ def worker(
     heartbeat, woken by LISTEN/NOTIFY); on SQLite one worker process at a time. With
     --webhook-port, signed OpenAI batch webhooks POSTed to /webhooks/openai mark
     their batch due (its state is then fetched from the vendor)."""
-    try:
-        tracking = TrackingMode(mode) if mode else None
-    except ValueError:
-        raise fail(f"--mode must be one of {', '.join(m.value for m in TrackingMode)}", 2) from None
+    tracking = TrackingMode(mode) if mode else None
     secrets = Settings.load().all_webhook_secrets
     if webhook_port is not None and not secrets:
-        raise fail("--webhook-port needs OPENAI_WEBHOOK_SECRET (or KILN_WEBHOOK_SECRETS)", 2)
+        raise fail("--webhook-port needs OPENAI_WEBHOOK_SECRET (or KILN_WEBHOOK_SECRETS)")
+    if webhook_port:
+        _check_port_free(webhook_host, webhook_port)
     clock = virtual_clock(speed, epoch) if speed else None
 
     async def go() -> int:

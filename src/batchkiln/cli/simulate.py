@@ -7,14 +7,19 @@ from typing import Annotated
 import typer
 
 from batchkiln.cli.app import app, fail
+from batchkiln.cli.options import above_zero
+from batchkiln.cli.options import port as valid_port
 from batchkiln.simulator import FAULTS_FORMAT, serve
 
 
 @app.command()
 def simulator(
-    port: Annotated[int, typer.Option(help="Port to listen on.")] = 8089,
+    port: Annotated[int, typer.Option(callback=valid_port, help="Port to listen on.")] = 8089,
     host: Annotated[str, typer.Option(help="Address to bind (keep it on loopback).")] = "127.0.0.1",
-    speed: Annotated[float, typer.Option(help="Virtual seconds per real second.")] = 1.0,
+    speed: Annotated[
+        float,
+        typer.Option(callback=above_zero("a speed"), help="Virtual seconds per real second."),
+    ] = 1.0,
     faults: Annotated[str, typer.Option(help="Faults to inject, e.g. retryable=0.05,seed=7.")] = "",
     seed: Annotated[int, typer.Option(help="Seed for reproducible faults.")] = 0,
     webhook_url: Annotated[
@@ -37,4 +42,4 @@ def simulator(
             webhook_secret=webhook_secret,
         )
     except ValueError as exc:
-        raise fail(f"{exc}\n{FAULTS_FORMAT}", 2) from None
+        raise fail(f"{exc}\n{FAULTS_FORMAT}") from None

@@ -60,7 +60,19 @@ def batch_progress(batch: BatchRow) -> str:
     return f"0/{batch.request_count}"
 
 
-def status_view(status: JobStatus, now: float) -> Group:
+def lease_lines(batches: list[BatchRow], now: float) -> list[str]:
+    """'leased by WORKER until TIME' for each batch whose live lease blocks progress."""
+    return [
+        f"batch {b.id} is leased by {b.lease_owner} until {stamp(b.lease_expires_at)} UTC:"
+        " it moves when that worker releases it or the lease expires"
+        for b in batches
+        if b.lease_owner and b.lease_expires_at is not None and b.lease_expires_at > now
+    ]
+
+
+def status_view(status: JobStatus, now: float, *, clock_now: float | None = None) -> Group:
+    """The job and its batches; durations measured to `now`, leases to `clock_now`
+    (default `now`)."""
     job = status.job
     head = Table.grid(padding=(0, 2))
     head.add_row("job", f"[bold]{job.id}[/]", "key", job.key)
@@ -81,8 +93,11 @@ def status_view(status: JobStatus, now: float) -> Group:
         "next action",
     ):
         table.add_column(column)
+    lease_now = now if clock_now is None else clock_now
     for b in status.batches:
         next_check = duration(b.next_check_at - now) if b.next_check_at else "-"
+        if b.lease_owner and b.lease_expires_at is not None and b.lease_expires_at > lease_now:
+            next_check = f"leased until {stamp(b.lease_expires_at)[11:]}"
         table.add_row(
             b.id,
             str(b.attempt),
@@ -94,7 +109,8 @@ def status_view(status: JobStatus, now: float) -> Group:
             str(b.vendor_calls),
             STATE_INFO[b.state].next_action,
         )
-    return Group(head, table)
+    leases = [Text(line, style="yellow") for line in lease_lines(status.batches, lease_now)]
+    return Group(head, table, *leases)
 
 
 def jobs_table(rows: list[dict[str, Any]]) -> Table:
@@ -138,6 +154,8 @@ def status_json(status: JobStatus) -> dict[str, Any]:
                 "vendor_failed": b.vendor_failed,
                 "next_check_at": b.next_check_at,
                 "vendor_calls": b.vendor_calls,
+                "lease_owner": b.lease_owner,
+                "lease_expires_at": b.lease_expires_at,
                 "vendor_ended_at": b.vendor_ended_at,
                 "detected_at": b.detected_at,
                 "detection_latency": detection_latency(b),

@@ -15,6 +15,8 @@ from typing import Any
 
 import orjson
 
+from batchkiln.errors import ConfigError
+
 _DATED_SUFFIX = re.compile(r"-\d{4}-\d{2}-\d{2}$|-\d{8}$")
 
 
@@ -119,8 +121,10 @@ def _load(path: str | None) -> PriceTable:
         override = _parse(
             orjson.loads(Path(path).read_bytes()), shipped_raw.get("cache_write_multipliers")
         )
-    except (OSError, orjson.JSONDecodeError, TypeError) as exc:
-        raise ValueError(f"{path}: not a valid price file ({exc})") from exc
+    except (OSError, orjson.JSONDecodeError, TypeError, AttributeError, ValueError) as exc:
+        raise ConfigError(
+            f"KILN_PRICES_FILE: {path} is not a valid price file ({exc})", name="KILN_PRICES_FILE"
+        ) from exc
     merged = {p: dict(m) for p, m in shipped.models.items()}
     for provider, models in override.models.items():
         merged.setdefault(provider, {}).update(models)

@@ -28,7 +28,7 @@ from batchkiln.engine.step import StepResult
 from batchkiln.engine.submission import Submitter
 from batchkiln.engine.throttle import Throttle
 from batchkiln.engine.tracking import Tracker
-from batchkiln.errors import LeaseLost
+from batchkiln.errors import ConfigError, LeaseLost
 from batchkiln.intake import batch_tag, derive_batch_key, iter_requests, job_key, validate_file
 from batchkiln.intake.keys import check_user_key
 from batchkiln.lifecycle import ENDED_AT_VENDOR, LIVE_AT_VENDOR, Event, JobState, State
@@ -114,7 +114,12 @@ class Kiln:
         try:
             raw = self.providers[name]
         except KeyError:
-            raise LookupError(f"no provider {name!r} configured") from None
+            where = (
+                ": the in-process simulator lives only in the command that submitted the job"
+                if name.startswith("simulator")
+                else ""
+            )
+            raise ConfigError(f"no provider {name!r} in this process{where}") from None
         return self.throttle.wrap(raw)  # bounded calls, shared 429 pauses
 
     async def submit(
@@ -223,21 +228,28 @@ class Kiln:
             return await self.ingestor.ingest(job, batch, provider)
         return StepResult(None, "done")
 
-    async def run_once(self, *, limit: int = 10, job_id: str | None = None) -> int:
+    async def run_once(
+        self, *, limit: int = 10, job_id: str | None = None, stop: asyncio.Event | None = None
+    ) -> int:
         """Claim due batches, step each, release each with its next check. Returns
-        how many were stepped."""
+        how many were stepped. Once `stop` is set, the batches not stepped yet are
+        released untouched (still due) and the round ends."""
         claimed, jobs = await self.claim(limit=limit, job_id=job_id)
         if not claimed:
             return 0
+        waiting = list(claimed)
         try:
             async with self.leases.beating():
                 listed = await self.list_refresh(claimed, jobs)  # several due: one list call
-                for batch in claimed:
+                while waiting and (stop is None or not stop.is_set()):
+                    batch = waiting.pop(0)
                     await self.step_claimed(batch, jobs[batch.job_id], listed.get(batch.id))
-        finally:
+        finally:  # stopped (or failed) part-way: the ones not stepped go back, still due
+            if waiting:
+                await asyncio.shield(self._release_untouched(waiting))
             for batch in claimed:
                 self.leases.drop(batch.id)
-        return len(claimed)
+        return len(claimed) - len(waiting)
 
     async def claim(
         self, *, limit: int = 10, job_id: str | None = None
@@ -302,11 +314,17 @@ class Kiln:
             except LeaseLost as exc:  # taken over: stop, write nothing more
                 log.warning("%s", exc)
 
+    async def _release_untouched(self, claimed: list[BatchRow]) -> None:
+        for batch in claimed:
+            await self.store.batches.release(
+                batch.id, worker=self.worker, next_check_at=batch.next_check_at
+            )
+
     async def _step_and_release(
         self, batch: BatchRow, job: JobRow, done: StepResult | None = None
     ) -> None:
-        provider = CountedProvider(self.provider(job.provider))  # counts this step's calls
         try:
+            provider = CountedProvider(self.provider(job.provider))  # counts this step's calls
             result = done if done is not None else await self.step(batch, job, provider)
         except StaleTransition as exc:
             result = StepResult(0, str(exc))
@@ -320,6 +338,12 @@ class Kiln:
             )
             delay = self.backoff.delay(batch.check_attempt, self.rng, retry_after=exc.retry_after)
             result = StepResult(delay, "vendor error")
+        except BaseException:
+            # Stopped mid-step (cancelled, interrupted, or an error we do not handle here):
+            # every step is safe to resume after a crash, so give the lease back now (the
+            # batch stays due) rather than leave it held until it expires.
+            await asyncio.shield(self._release_untouched([batch]))
+            raise
         after = await self.store.batches.get(batch.id)
         next_check_at = self._next_check(after, result, provider)
         self.leases.drop(batch.id)  # released next: the heartbeat must not call it lost
@@ -344,17 +368,19 @@ class Kiln:
         *,
         on_progress: Callable[[JobStatus], Any] | None = None,
         idle_cap: float = 30.0,
+        stop: asyncio.Event | None = None,
     ) -> JobStatus:
-        """Drive one Job's batches until it is done (or waits for a manual retry)."""
+        """Drive one Job's batches until it is done (or waits for a manual retry), or
+        until `stop` is set: then it returns after the step under way, no lease held."""
         job = await self.store.jobs.get(job_ref)
         status = await self.status(job.id)
         idle = 0
-        while True:
+        while stop is None or not stop.is_set():
             due = await self.store.batches.next_due_at(job_id=job.id)
             # Claim only when something is due; otherwise just wait (a webhook or
             # another worker may make a batch due sooner, hence the idle cap).
             stepped = (
-                await self.run_once(job_id=job.id)
+                await self.run_once(job_id=job.id, stop=stop)
                 if due is not None and (due <= self.clock.now())
                 else 0
             )
@@ -372,7 +398,20 @@ class Kiln:
             # Due but not claimed means another worker holds the lease (maybe a dead
             # one, until it expires): wait at least a second instead of spinning.
             wait = idle_cap if due is None else min(idle_cap, max(1.0, due - self.clock.now()))
-            await self.clock.sleep(wait)
+            await self._sleep(wait, stop)
+        return await self.status(job.id)
+
+    async def _sleep(self, seconds: float, stop: asyncio.Event | None) -> None:
+        if stop is None:
+            await self.clock.sleep(seconds)
+            return
+        sleeper = asyncio.ensure_future(self.clock.sleep(seconds))
+        stopper = asyncio.ensure_future(stop.wait())
+        try:
+            await asyncio.wait({sleeper, stopper}, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            sleeper.cancel()
+            stopper.cancel()
 
     async def cancel(self, job_ref: str) -> list[str]:
         """Ask the vendor to cancel every live batch of a Job; returns the batch ids."""

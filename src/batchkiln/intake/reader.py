@@ -22,6 +22,8 @@ editor shows. User custom_ids never reach the vendor (the engine sends
 from __future__ import annotations
 
 import codecs
+import errno
+import stat
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -113,15 +115,30 @@ def _kind(value: Any) -> str:
 
 
 def _parse(raw: bytes, line: int) -> dict[str, Any]:
+    skipped = 0
     if line == 1 and raw.startswith(codecs.BOM_UTF8):
-        raw = raw[len(codecs.BOM_UTF8) :]
+        skipped = len(codecs.BOM_UTF8)
+        raw = raw[skipped:]
     try:
         record = orjson.loads(raw)
     except orjson.JSONDecodeError as exc:
+        bad = _utf8_error_offset(raw)
+        if bad is not None:
+            raise _Reject(f"not valid UTF-8 at byte offset {bad + skipped} of the line") from None
         raise _Reject(f"not valid JSON ({exc.msg} at column {exc.colno})") from None
     if not isinstance(record, dict):
         raise _Reject(f"a line must be a JSON object, got {_kind(record)}")
     return record
+
+
+def _utf8_error_offset(raw: bytes) -> int | None:
+    """Where `raw` stops being UTF-8 (0-based), or None if it is valid. orjson says only
+    "surrogates not allowed" at column 1, so the offset is found here, on the error path."""
+    try:
+        raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        return exc.start
+    return None
 
 
 def _custom_id(record: dict[str, Any]) -> str:
@@ -137,6 +154,9 @@ def _custom_id(record: dict[str, Any]) -> str:
         raise _Reject(f"empty {field}")
     if len(custom_id) > MAX_CUSTOM_ID:
         raise _Reject(f"{field} is {len(custom_id)} characters, more than {MAX_CUSTOM_ID}")
+    if "\x00" in custom_id:
+        # PostgreSQL text cannot hold NUL and SQLite would: refuse it here, on both stores
+        raise _Reject(f"{field} {custom_id[:40]!r} contains a NUL character (\\u0000)")
     return custom_id
 
 
@@ -214,8 +234,19 @@ def _vendor_body(record: dict[str, Any], ctx: _Context, line: int) -> dict[str, 
     return body
 
 
+def _check_regular(path: Path) -> None:
+    """OSError saying what `path` is unless it is a regular file: checked before opening,
+    since opening a FIFO would wait for a writer (the command would hang)."""
+    mode = path.stat().st_mode
+    if not stat.S_ISREG(mode):
+        what = "a directory" if stat.S_ISDIR(mode) else "a FIFO" if stat.S_ISFIFO(mode) else None
+        what = what or ("a device" if stat.S_ISCHR(mode) or stat.S_ISBLK(mode) else "a socket")
+        raise OSError(errno.EINVAL, f"not a regular file ({what}); give a JSONL file")
+
+
 def _lines(path: Path) -> Iterator[tuple[int, bytes]]:
     """(line number, raw bytes) of every non-blank line; blank lines are counted."""
+    _check_regular(path)
     with path.open("rb", buffering=_READ_BUFFER) as handle:
         for number, raw in enumerate(handle, start=1):
             if not raw.isspace():

@@ -12,7 +12,7 @@ from batchkiln.store.api_keys import ApiKeys
 from batchkiln.store.audit import AuditLog
 from batchkiln.store.batches import BatchRepository
 from batchkiln.store.costs import CostBook, CostRow, EstimateRow, NewEstimate
-from batchkiln.store.database import create_engine, database_url, migrate
+from batchkiln.store.database import open_database
 from batchkiln.store.jobs import KEY_RETENTION_SECONDS, JobRepository, NewBatch
 from batchkiln.store.ledger import ChildBatch, Closing, Ledger, OutcomeRules, StoredResult
 from batchkiln.store.listing import Listing
@@ -79,9 +79,7 @@ class Store:
         **engine_kwargs: Any,
     ) -> Store:
         """Open (and by default migrate) the database at `url` / KILN_DATABASE_URL."""
-        engine = create_engine(database_url(url), **engine_kwargs)
-        if run_migrations:
-            await migrate(engine)
+        engine = await open_database(url, run_migrations=run_migrations, **engine_kwargs)
         store = cls(engine, clock or SystemClock())
         store.server_settings = engine_kwargs.get("connect_args", {}).get("server_settings")
         return store

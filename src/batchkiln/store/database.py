@@ -1,7 +1,18 @@
-"""Opening a database: URL rules, engine settings per dialect, and migrations."""
+"""Opening a database: URL rules, engine settings per dialect, and migrations.
+
+Every way opening can fail ends as one sentence naming the thing (`open_database`,
+`describe_failure`): a URL that is not one or names an unsupported database
+(`DatabaseURLError`), a file that is not a database or is corrupt, a read-only file or
+folder, a server that cannot be reached ("the database at HOST:PORT"), an unknown
+database or user (`StoreError`). Passwords never appear: URLs go through `mask_url`.
+"""
 
 from __future__ import annotations
 
+import errno
+import socket
+import sqlite3
+import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -9,11 +20,45 @@ from alembic import command
 from alembic.config import Config
 from sqlalchemy import Insert, Table, event
 from sqlalchemy.dialects import postgresql, sqlite
-from sqlalchemy.engine import Connection, make_url
+from sqlalchemy.engine import URL, Connection, make_url
+from sqlalchemy.exc import ArgumentError, DBAPIError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
+
+from batchkiln.errors import DatabaseURLError, StoreError
 
 DEFAULT_URL = "sqlite:///.kiln/kiln.db"
 MIGRATIONS = Path(__file__).parent / "migrations"
+SUPPORTED = (
+    "sqlite:///PATH (also sqlite+aiosqlite://) or postgresql://USER[:PASSWORD]@HOST[:PORT]/DB"
+    " (also postgres://, postgresql+asyncpg://)"
+)
+_SQLITE = ("sqlite", "sqlite+pysqlite", "sqlite+aiosqlite")
+_POSTGRES = ("postgresql", "postgres", "postgresql+psycopg2", "postgresql+asyncpg")
+
+
+def mask_url(url: str) -> str:
+    """The URL with its password replaced by *** (settings.mask_url, imported late:
+    the store must not depend on the settings module)."""
+    from batchkiln.settings import mask_url as _mask
+
+    return _mask(url)
+
+
+def _parse(raw: str) -> URL:
+    try:
+        parsed = make_url(raw)
+    except (ArgumentError, ValueError):
+        raise DatabaseURLError(
+            f"the database URL {mask_url(raw)!r} (KILN_DATABASE_URL) is not a URL: use {SUPPORTED}",
+            name="KILN_DATABASE_URL",
+        ) from None
+    if parsed.drivername not in _SQLITE + _POSTGRES:
+        raise DatabaseURLError(
+            f"the database URL {mask_url(raw)!r} (KILN_DATABASE_URL) names an unsupported"
+            f" database {parsed.drivername!r}: use {SUPPORTED}",
+            name="KILN_DATABASE_URL",
+        )
+    return parsed
 
 
 def database_url(url: str | None = None) -> str:
@@ -22,14 +67,153 @@ def database_url(url: str | None = None) -> str:
     Plain `sqlite://` and `postgresql://` URLs get the async drivers we ship.
     """
     raw = url or DEFAULT_URL
-    parsed = make_url(raw)
-    if parsed.drivername in ("sqlite", "sqlite+pysqlite"):
+    parsed = _parse(raw)
+    if parsed.drivername in _SQLITE:
         parsed = parsed.set(drivername="sqlite+aiosqlite")
-    elif parsed.drivername in ("postgresql", "postgres", "postgresql+psycopg2"):
+    else:
         parsed = parsed.set(drivername="postgresql+asyncpg")
     if parsed.drivername == "sqlite+aiosqlite" and parsed.database not in (None, "", ":memory:"):
-        Path(parsed.database).parent.mkdir(parents=True, exist_ok=True)
+        folder = Path(parsed.database).parent
+        try:
+            folder.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise StoreError(
+                f"cannot create the folder {folder} for the SQLite database"
+                f" {parsed.database}: {exc.strerror or exc}"
+            ) from None
     return parsed.render_as_string(hide_password=False)
+
+
+async def open_database(
+    url: str | None, *, run_migrations: bool = True, **kwargs: Any
+) -> AsyncEngine:
+    """An engine on the database at `url` (else the default SQLite file), migrated to head;
+    any failure is a StoreError (DatabaseURLError for the URL itself) in one sentence."""
+    full = database_url(url)
+    try:
+        engine = create_engine(full, **kwargs)
+    except (ArgumentError, ImportError) as exc:
+        raise DatabaseURLError(
+            f"the database URL {mask_url(full)!r} cannot be used ({exc}): use {SUPPORTED}",
+            name="KILN_DATABASE_URL",
+        ) from None
+    if not run_migrations:
+        return engine
+    try:
+        await migrate(engine)
+    except BaseException as exc:
+        await engine.dispose()
+        failure = describe_failure(exc, full)
+        if failure is None:
+            raise
+        raise failure from None
+    return engine
+
+
+def describe_failure(exc: BaseException, url: str) -> StoreError | None:
+    """The one-sentence StoreError for a database failure at `url`, or None when `exc`
+    is not one (a bug, a cancellation: let it through)."""
+    parsed = make_url(url)
+    if parsed.get_backend_name() == "sqlite":
+        return _sqlite_failure(exc, parsed.database or ":memory:")
+    return _server_failure(exc, parsed)
+
+
+def _sqlite_failure(exc: BaseException, path: str) -> StoreError | None:
+    orig = exc.orig if isinstance(exc, DBAPIError) else exc
+    if not isinstance(orig, sqlite3.Error):
+        return None
+    detail = str(orig)
+    name = getattr(orig, "sqlite_errorname", "")
+    if name in ("SQLITE_NOTADB", "SQLITE_CORRUPT") or "not a database" in detail:
+        return StoreError(
+            f"{path} is not a SQLite database or is corrupt ({detail}): restore it from a"
+            " backup, or set KILN_DATABASE_URL to a new file"
+        )
+    folder = Path(path).resolve().parent
+    if "readonly" in detail or "unable to open" in detail:
+        if Path(path).is_dir():
+            return StoreError(f"the SQLite database {path} is a directory, not a file")
+        if not _can_create_in(folder):
+            return StoreError(
+                f"the folder {folder} holding the SQLite database {path} is read-only (SQLite"
+                " writes its -wal and -shm files beside the database): make it writable or"
+                " set KILN_DATABASE_URL to a file in a writable folder"
+            )
+        if Path(path).exists() and not _can_write(Path(path)):
+            return StoreError(
+                f"the SQLite database {path} is read-only: make it writable or set"
+                " KILN_DATABASE_URL to a writable copy"
+            )
+    if "locked" in detail or "busy" in detail:
+        return StoreError(f"the SQLite database {path} is locked by another process ({detail})")
+    return StoreError(f"the SQLite database {path}: {detail}")
+
+
+def _can_create_in(folder: Path) -> bool:
+    try:
+        with tempfile.TemporaryFile(dir=folder):
+            return True
+    except OSError:
+        return False
+
+
+def _can_write(path: Path) -> bool:
+    try:
+        with path.open("r+b"):
+            return True
+    except OSError:
+        return False
+
+
+_NETWORK_ERRNOS = {
+    errno.ECONNREFUSED,
+    errno.ECONNRESET,
+    errno.EHOSTUNREACH,
+    errno.ENETUNREACH,
+    errno.ETIMEDOUT,
+    errno.EADDRNOTAVAIL,
+}
+
+
+def _network_failure(exc: BaseException) -> bool:
+    """A failure to reach a server (not a file's OSError, which names its file)."""
+    if isinstance(exc, ConnectionError | TimeoutError):
+        return True
+    return isinstance(exc, OSError) and exc.filename is None and exc.errno in _NETWORK_ERRNOS
+
+
+def _server_failure(exc: BaseException, parsed: URL) -> StoreError | None:
+    where = f"{parsed.host or 'localhost'}:{parsed.port or 5432}"
+    shown = mask_url(parsed.render_as_string(hide_password=False))
+    if isinstance(exc, socket.gaierror):
+        return StoreError(
+            f"cannot reach the database at {where}: the host name does not resolve"
+            f" ({exc.strerror}); check KILN_DATABASE_URL ({shown})"
+        )
+    if _network_failure(exc):
+        reason = getattr(exc, "strerror", None) or str(exc) or type(exc).__name__
+        return StoreError(
+            f"cannot reach the database at {where} ({reason}): is PostgreSQL running there?"
+            f" (KILN_DATABASE_URL={shown})"
+        )
+    if not isinstance(exc, DBAPIError):
+        return None
+    code = getattr(exc.orig, "sqlstate", None) or getattr(exc.orig, "pgcode", None)
+    detail = str(exc.orig).splitlines()[0] if exc.orig is not None else str(exc)
+    if code == "3D000":
+        return StoreError(
+            f"the database {parsed.database!r} does not exist on the server at {where}:"
+            f" create it (createdb {parsed.database}) or fix KILN_DATABASE_URL ({shown})"
+        )
+    if code in ("28000", "28P01"):
+        return StoreError(
+            f"the database at {where} refused user {parsed.username!r} ({detail}): fix the"
+            f" user or password in KILN_DATABASE_URL ({shown})"
+        )
+    if isinstance(exc.orig, OSError) or "connection" in detail.lower():
+        return StoreError(f"lost the connection to the database at {where} ({detail})")
+    return StoreError(f"the database at {where}: {detail}")
 
 
 def create_engine(url: str, **kwargs: Any) -> AsyncEngine:
