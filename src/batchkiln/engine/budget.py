@@ -12,6 +12,8 @@ checked, so under a budget it is refused rather than waved through.
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from dataclasses import dataclass
 
 import orjson
@@ -19,6 +21,7 @@ import orjson
 from batchkiln.clock import Clock
 from batchkiln.costs import Estimate, Estimator, estimate_file, unknown_price
 from batchkiln.costs.budget import GlobalBudget, Refusal, describe
+from batchkiln.engine.admission import AdmissionLock
 from batchkiln.engine.policy import JobOptions
 from batchkiln.errors import BudgetExceeded
 from batchkiln.intake import InputSummary
@@ -68,6 +71,17 @@ class BudgetGuard:
         self.store = store
         self.clock = clock
         self.global_budget = global_budget  # from the settings; None: no global limit
+        self._lock = AdmissionLock(store)
+
+    @asynccontextmanager
+    async def admission(self) -> AsyncIterator[None]:
+        """Hold the admission lock (see engine/admission.py) while a check and what it
+        admits are recorded; a no-op without a global budget (Jobs share nothing)."""
+        if self.global_budget is None:
+            yield
+            return
+        async with self._lock.hold():
+            yield
 
     async def admit_file(
         self,
@@ -119,6 +133,22 @@ class BudgetGuard:
     ) -> bool:
         """Estimate a retry child of `batch` and admit it; False (audited) if it
         does not fit. `closing_cost` is the closing batch's cost, not yet recorded."""
+        async with self.admission():
+            return await self._admit_retry(
+                job, batch, child_key, seqs, closing_cost, vendor=vendor, worker=worker
+            )
+
+    async def _admit_retry(
+        self,
+        job: JobRow,
+        batch: BatchRow,
+        child_key: str,
+        seqs: list[int],
+        closing_cost: float | None,
+        *,
+        vendor: str,
+        worker: str,
+    ) -> bool:
         estimator = Estimator.for_job(vendor, job.model, job.endpoint)
         part = estimator.new_part()
         async for body in self.store.costs.bodies(job.id, seqs):

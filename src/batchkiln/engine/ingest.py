@@ -7,6 +7,16 @@ mid-download followed by a restart gives the same rows. A foreign or duplicate
 id is reported in the audit log and ignored; a request with no result line gets
 an explicit outcome. Closing applies every outcome, the retry child, the cost
 and the key archive in one transaction (see store.ledger).
+
+A batch adopted without proof (`provisional`) is first checked: the first result
+line whose id we can read must carry our tag. If it does, the batch is ours
+(proven); if not, it is disowned: back to submitting with its vendor id
+forgotten and remembered as foreign, nothing ingested, no attempt used.
+
+A cancel recorded on the batch (`cancel_requested_at`) stops retries: what
+would have gone to a retry child ends `cancelled`. A batch the vendor failed
+for a transient reason (OpenAI `token_limit_exceeded`) sends all its requests to
+a child that waits for capacity, without using up their attempts.
 """
 
 from __future__ import annotations
@@ -17,13 +27,14 @@ from typing import Any
 from batchkiln.clock import Clock
 from batchkiln.costs import batch_cost
 from batchkiln.engine.budget import BudgetGuard
+from batchkiln.engine.capacity import MAX_TRANSIENT_REJECTIONS, EnqueuedTokens, transient_code
 from batchkiln.engine.hygiene import delete_vendor_files
 from batchkiln.engine.policy import JobOptions
 from batchkiln.engine.step import StepResult
 from batchkiln.intake import batch_tag, derive_batch_key
 from batchkiln.intake.keys import parse_wire_id
 from batchkiln.lifecycle import ENDED_AT_VENDOR, Event, State
-from batchkiln.providers.base import FailureClass, Outcome, Provider, ResultLine
+from batchkiln.providers.base import FailureClass, Outcome, Provider, ResultLine, VendorBatch
 from batchkiln.store import (
     KEY_RETENTION_SECONDS,
     BatchRow,
@@ -38,11 +49,20 @@ _FLUSH = 1000
 
 
 class Ingestor:
-    def __init__(self, store: Store, clock: Clock, worker: str, budget: BudgetGuard) -> None:
+    def __init__(
+        self,
+        store: Store,
+        clock: Clock,
+        worker: str,
+        budget: BudgetGuard,
+        *,
+        capacity: EnqueuedTokens | None = None,
+    ) -> None:
         self.store = store
         self.clock = clock
         self.worker = worker
         self.budget = budget
+        self.capacity = capacity
 
     async def ingest(self, job: JobRow, batch: BatchRow, provider: Provider) -> StepResult:
         if batch.state in ENDED_AT_VENDOR:
@@ -57,6 +77,20 @@ class Ingestor:
             batch = await self.store.batches.get(batch.id)
         else:
             ended_as = await self._ended_as(batch)
+        if batch.provisional and batch.vendor_id is not None:
+            vendor = await provider.retrieve(batch.vendor_id)
+            await self.store.batches.add_vendor_calls(batch.id, 1)
+            if not await self._ours(batch, provider, vendor):
+                return await self._disown(batch)
+            await self.store.batches.prove_ownership(batch.id)
+            await self.store.audit.record(
+                "submit.proven",
+                job_id=batch.job_id,
+                batch_id=batch.id,
+                worker=self.worker,
+                reason=f"the results of {batch.vendor_id} carry our tag: the batch is ours",
+            )
+            batch = await self.store.batches.get(batch.id)
         carried = {seq for seq, _ in await self.store.ledger.requests_of(batch.id)}
         if batch.vendor_id is not None:
             vendor = await provider.retrieve(batch.vendor_id)
@@ -74,6 +108,8 @@ class Ingestor:
                     },
                 )
                 batch = await self.store.batches.get(batch.id)
+                if self.capacity is not None and transient_code(batch.error):
+                    await self.capacity.learn(job, batch, str(errors[0]["message"]))
             stats = await self._download(batch, provider.results(vendor), carried)
             await self.store.batches.add_vendor_calls(batch.id, 1)
         else:
@@ -84,6 +120,53 @@ class Ingestor:
         child_id = await self.store.ledger.close_batch(batch, closing, worker=self.worker)
         await delete_vendor_files(self.store, provider, job, batch, worker=self.worker)
         return StepResult(None, "done" + (f"; retry batch {child_id}" if child_id else ""))
+
+    async def _ours(self, batch: BatchRow, provider: Provider, vendor: VendorBatch) -> bool:
+        """Whether the results of a provisionally adopted batch carry our tag (the
+        first line with a readable id decides; no readable line proves nothing)."""
+        stream = provider.results(vendor)
+        await self.store.batches.add_vendor_calls(batch.id, 1)
+        try:
+            async for line in stream:
+                parsed = parse_wire_id(line.wire_id)
+                if parsed is not None:
+                    return parsed[0] == batch.tag
+                if line.wire_id:
+                    return False  # an id that is not in our shape at all
+        finally:
+            aclose = getattr(stream, "aclose", None)
+            if aclose is not None:
+                await aclose()
+        return False
+
+    async def _disown(self, batch: BatchRow) -> StepResult:
+        """A provisional adoption turned out to be someone else's batch: forget it,
+        remember it as foreign, and go back to submitting on our own key."""
+        foreign = [*(batch.foreign_vendor_ids or []), str(batch.vendor_id)]
+        await self.store.batches.transition(
+            batch,
+            State.DOWNLOADING,
+            Event.DISOWNED,
+            worker=self.worker,
+            reason=f"vendor batch {batch.vendor_id} is not ours (its results carry another"
+            " tag); never cancelled or deleted by us; reconcile, then send ours",
+            values={
+                "vendor_id": None,
+                "vendor_status": None,
+                "vendor_total": None,
+                "vendor_succeeded": None,
+                "vendor_failed": None,
+                "vendor_created_at": None,
+                "vendor_ended_at": None,
+                "detected_at": None,
+                "error": None,
+                "provisional": 0,
+                "foreign_vendor_ids": foreign,
+                "check_attempt": 0,
+            },
+            data={"foreign_vendor_id": batch.vendor_id},
+        )
+        return StepResult(0, f"disowned {batch.vendor_id}")
 
     async def _ended_as(self, batch: BatchRow) -> State:
         """The vendor outcome a batch had before it entered downloading (from the audit log)."""
@@ -139,11 +222,18 @@ class Ingestor:
         vendor: str,
     ) -> Closing:
         policy = JobOptions.load(job.options).retry
+        batch = await self.store.batches.get(batch.id)  # a cancel may have come meanwhile
         by_seq = {r.seq: r for r in stored}
         outcomes: dict[int, str] = {}
         errors: dict[int, dict[str, Any]] = {}
         retry: list[int] = []
-        can_retry = policy.auto_retry and batch.attempt < policy.max_attempts
+        # Transient vendor rejections (enqueued-token limit) in the lineage used up none
+        # of the requests' attempts: they never ran.
+        free = await self._transient_ancestors(batch)
+        spent = batch.attempt - free
+        transient = ended_as == State.FAILED and transient_code(batch.error) is not None
+        can_retry = policy.auto_retry and spent < policy.max_attempts
+        stopped = ended_as == State.CANCELLED or batch.cancel_requested_at is not None
         for seq in sorted(carried):
             result = by_seq.get(seq)
             if result is not None and result.outcome == Outcome.SUCCEEDED:
@@ -151,17 +241,22 @@ class Ingestor:
                 continue
             error, retryable = _failure(result, ended_as, batch, policy)
             errors[seq] = error
-            if ended_as == State.CANCELLED and (
-                result is None or result.outcome == Outcome.CANCELLED
-            ):
+            if transient and result is None:
+                if stopped:
+                    outcomes[seq] = "cancelled"
+                elif free < MAX_TRANSIENT_REJECTIONS:
+                    retry.append(seq)  # goes again once capacity frees; no attempt used
+                else:
+                    outcomes[seq] = "exhausted"
+            elif stopped and (result is None or result.outcome == Outcome.CANCELLED):
                 outcomes[seq] = "cancelled"
             elif not retryable:
                 outcomes[seq] = "failed"
-            elif ended_as == State.CANCELLED:
+            elif stopped:
                 outcomes[seq] = "cancelled"  # no retry path out of a cancelled batch
             elif can_retry:
                 retry.append(seq)
-            elif policy.auto_retry or batch.attempt >= policy.max_attempts:
+            elif policy.auto_retry or spent >= policy.max_attempts:
                 outcomes[seq] = "exhausted"
             # else: auto retry is off; the request waits for `kiln retry`
         usage = await self.store.ledger.usage_of(batch.id)
@@ -194,6 +289,17 @@ class Ingestor:
             key_retention_seconds=KEY_RETENTION_SECONDS,
             summary=summary,
         )
+
+    async def _transient_ancestors(self, batch: BatchRow) -> int:
+        """How many batches above this one the vendor rejected transiently."""
+        count = 0
+        parent_id = batch.parent_id
+        while parent_id is not None:
+            parent = await self.store.batches.get(parent_id)
+            if parent.state == State.DONE and transient_code(parent.error):
+                count += 1
+            parent_id = parent.parent_id
+        return count
 
 
 def retry_child(job: JobRow, parent: BatchRow, seqs: list[int]) -> ChildBatch:

@@ -16,6 +16,8 @@ from typing import Any
 
 from batchkiln.clock import Clock, SystemClock
 from batchkiln.engine.budget import BudgetGuard
+from batchkiln.engine.cancel import Canceller, CancelReport
+from batchkiln.engine.capacity import WAITING, EnqueuedTokens
 from batchkiln.engine.ingest import Ingestor, retry_child
 from batchkiln.engine.policy import JobOptions
 from batchkiln.engine.refresh import ListRefresher
@@ -23,8 +25,9 @@ from batchkiln.engine.schedule import Backoff, TrackingMode, TrackingPolicy
 from batchkiln.engine.step import StepResult
 from batchkiln.engine.submission import Submitter
 from batchkiln.engine.tracking import Tracker
+from batchkiln.errors import ProviderNotConfigured
 from batchkiln.intake import batch_tag, derive_batch_key, iter_requests, job_key, validate_file
-from batchkiln.lifecycle import ENDED_AT_VENDOR, LIVE_AT_VENDOR, Event, State
+from batchkiln.lifecycle import ENDED_AT_VENDOR, LIVE_AT_VENDOR, State
 from batchkiln.providers.base import Provider, VendorError
 from batchkiln.store import BatchRow, JobRow, NewBatch, StaleTransition, Store
 
@@ -52,6 +55,12 @@ class JobStatus:
         order = list(State)
         return min(live, key=lambda b: order.index(b.state)).state.value
 
+    @property
+    def waiting(self) -> str | None:
+        """Why the Job is not moving, when it waits on something (vendor capacity)."""
+        held = [b for b in self.batches if b.state == State.NOT_SUBMITTED and b.hold_reason]
+        return WAITING if held else None
+
 
 def default_worker_id() -> str:
     return f"{socket.gethostname()}:{os.getpid()}"
@@ -70,30 +79,57 @@ class Kiln:
         lease_seconds: float = 900.0,  # > providers.base.CREATE_TIMEOUT_SECONDS
         tracking: TrackingPolicy | TrackingMode | str | None = None,
         budget: BudgetGuard | None = None,
+        vendor_clock: Clock | None = None,
+        time_scale: float = 1.0,
+        enqueued_limits: Mapping[str, int] | None = None,
     ) -> None:
         self.store = store
         self.providers = providers  # may be lazy: a vendor is built on first use
+        # `clock` stamps the store (real UTC outside tests); `vendor_clock` is the vendor's
+        # time (the simulator's virtual clock), and `time_scale` vendor seconds pass per
+        # store second: the engine's waits (poll schedule, settle period, holds) are in
+        # vendor seconds and are divided by it when they become store times.
         self.clock = clock or SystemClock()
+        self.vendor_clock = vendor_clock or self.clock
+        if time_scale <= 0:
+            raise ValueError(f"time_scale must be positive, got {time_scale}")
+        self.time_scale = time_scale
         self.worker = worker or default_worker_id()
         self.backoff = backoff or Backoff()
         self.rng = rng or random.Random()
         self.lease_seconds = lease_seconds
-        self.submitter = Submitter(store, self.clock, self.worker)
+        self.capacity = EnqueuedTokens(store, self.worker, enqueued_limits)
+        self.submitter = Submitter(
+            store, self.clock, self.worker, scale=time_scale, capacity=self.capacity
+        )
         # poll, webhook or hybrid (default: hybrid when a webhook secret is configured);
         # an explicit `backoff` is the polling schedule
         self.tracking = TrackingPolicy.of(tracking)
         self.budget = budget or BudgetGuard(store, self.clock)
         if backoff is not None:
             self.tracking = self.tracking.with_poll(backoff)
-        self.tracker = Tracker(store, self.clock, self.worker, policy=self.tracking, rng=self.rng)
+        self.tracker = Tracker(
+            store,
+            self.clock,
+            self.worker,
+            policy=self.tracking,
+            rng=self.rng,
+            vendor_clock=self.vendor_clock,
+            scale=time_scale,
+        )
         self.refresher = ListRefresher(store, self.clock, self.tracker, self.provider)
-        self.ingestor = Ingestor(store, self.clock, self.worker, self.budget)
+        self.ingestor = Ingestor(
+            store, self.clock, self.worker, self.budget, capacity=self.capacity
+        )
+        self.canceller = Canceller(store, self.clock, self.worker, self.tracker)
 
     def provider(self, name: str) -> Provider:
         try:
             return self.providers[name]
         except KeyError:
-            raise LookupError(f"no provider {name!r} configured") from None
+            raise ProviderNotConfigured(
+                f"no provider {name!r} configured in this process", name=name
+            ) from None
 
     async def submit(
         self,
@@ -127,24 +163,31 @@ class Kiln:
                 )
             )
         options = options or JobOptions()
-        admitted = await self.budget.admit_file(  # BudgetExceeded
-            summary, options, key=jkey, batch_keys=[b.key for b in new_batches], worker=self.worker
-        )
-        job, created = await self.store.jobs.create(
-            key=jkey,
-            fingerprint=summary.fingerprint,
-            provider=provider,
-            model=summary.model,
-            endpoint=summary.endpoint,
-            source=str(path),
-            request_count=summary.count,
-            options=options.model_dump(),
-            request_rows=iter_requests(path, provider=wire, model=model, endpoint=endpoint),  # type: ignore[arg-type]
-            new_batches=new_batches,
-            worker=self.worker,
-        )
-        if created and admitted is not None:
-            await admitted.record(self.store, job.id, worker=self.worker)
+        # One admission at a time (engine/admission.py): the check, the Job and its
+        # estimates, so concurrent submitters never overshoot a global budget.
+        async with self.budget.admission():
+            admitted = await self.budget.admit_file(  # BudgetExceeded
+                summary,
+                options,
+                key=jkey,
+                batch_keys=[b.key for b in new_batches],
+                worker=self.worker,
+            )
+            job, created = await self.store.jobs.create(
+                key=jkey,
+                fingerprint=summary.fingerprint,
+                provider=provider,
+                model=summary.model,
+                endpoint=summary.endpoint,
+                source=str(path),
+                request_count=summary.count,
+                options=options.model_dump(),
+                request_rows=iter_requests(path, provider=wire, model=model, endpoint=endpoint),  # type: ignore[arg-type]
+                new_batches=new_batches,
+                worker=self.worker,
+            )
+            if created and admitted is not None:
+                await admitted.record(self.store, job.id, worker=self.worker)
         if not created:
             await self.store.audit.record(
                 "job.resubmitted",
@@ -165,10 +208,17 @@ class Kiln:
     async def step(self, batch: BatchRow) -> StepResult:
         """Run the one step a batch's state calls for."""
         job = await self.store.jobs.get(batch.job_id)
-        provider = self.provider(job.provider)
+        provider = self.provider(job.provider)  # ProviderNotConfigured
         if batch.state in (State.NOT_SUBMITTED, State.SUBMITTING):
-            return await self.submitter.submit(job, batch, provider)
+            result = await self.submitter.submit(job, batch, provider)
+            # a cancel recorded while the create was unresolved: apply it the moment
+            # the batch is ours at the vendor
+            after = await self.store.batches.get(batch.id)
+            return await self.canceller.apply_pending(after, provider) or result
         if batch.state in LIVE_AT_VENDOR:
+            pending = await self.canceller.apply_pending(batch, provider)
+            if pending is not None:
+                return pending
             return await self.tracker.refresh(batch, provider)
         if batch.state in ENDED_AT_VENDOR or batch.state == State.DOWNLOADING:
             return await self.ingestor.ingest(job, batch, provider)
@@ -180,12 +230,24 @@ class Kiln:
         claimed = await self.store.batches.claim_due(
             worker=self.worker, lease_seconds=self.lease_seconds, limit=limit, job_id=job_id
         )
-        listed = await self.refresher.refresh(claimed)  # several due: one list call
+        try:
+            listed = await self.refresher.refresh(claimed)  # several due: one list call
+        except Exception as exc:  # each batch is then stepped on its own
+            await self.store.audit.record(
+                "step.failed",
+                worker=self.worker,
+                reason=f"list refresh: {type(exc).__name__}: {exc}"[:500],
+                data={"exception": type(exc).__name__, "message": str(exc)[:500]},
+            )
+            listed = {}
         for batch in claimed:
             await self._step_and_release(batch, listed.get(batch.id))
         return len(claimed)
 
     async def _step_and_release(self, batch: BatchRow, done: StepResult | None = None) -> None:
+        """Step one claimed batch and release it. Nothing one batch does stops the
+        others: an unexpected error is recorded (`step.failed`, with the exception
+        class and message) and that batch alone backs off."""
         try:
             result = done if done is not None else await self.step(batch)
         except StaleTransition as exc:
@@ -200,22 +262,63 @@ class Kiln:
             )
             delay = self.backoff.delay(batch.check_attempt, self.rng, retry_after=exc.retry_after)
             result = StepResult(delay, "vendor error", retry_after=exc.retry_after)
+        except ProviderNotConfigured as exc:
+            result = await self._back_off(
+                batch,
+                "step.skipped",
+                f"{batch.state.value}: {exc}; skipped here (another process may run it)",
+                exc,
+            )
+        except Exception as exc:  # one bad batch never stops the worker
+            result = await self._back_off(
+                batch, "step.failed", f"{batch.state.value}: {type(exc).__name__}: {exc}", exc
+            )
         after = await self.store.batches.get(batch.id)
         await self.store.batches.release(
             batch.id, worker=self.worker, next_check_at=await self._next_check(after, result)
         )
+
+    async def _back_off(
+        self, batch: BatchRow, kind: str, reason: str, exc: Exception
+    ) -> StepResult:
+        """One audit event, and the batch waits longer each time (10 s doubling to 5 min)."""
+        current = await self.store.batches.get(batch.id)
+        attempt = current.check_attempt + 1
+        delay = self.backoff.delay(attempt, self.rng)
+        await self.store.batches.update(batch.id, check_attempt=attempt)
+        await self.store.audit.record(
+            kind,
+            job_id=batch.job_id,
+            batch_id=batch.id,
+            worker=self.worker,
+            reason=f"{reason}; next try in {delay:.0f} s"[:1000],
+            data={
+                "exception": type(exc).__name__,
+                "message": str(exc)[:1000],
+                "attempt": attempt,
+                "next_check_in": round(delay, 3),
+            },
+        )
+        return StepResult(delay, kind)
+
+    def _at(self, delay: float) -> float:
+        """The store time `delay` vendor seconds from now."""
+        return self.clock.now() + delay / self.time_scale
 
     async def _next_check(self, batch: BatchRow, result: StepResult) -> float | None:
         if batch.state == State.DONE:
             return None
         if batch.state not in LIVE_AT_VENDOR:
             delay = result.next_check_in
-            return self.clock.now() + (0.0 if delay is None else delay)
+            return self._at(0.0 if delay is None else delay)
         delay = result.next_check_in
         if delay is None:  # just accepted: the first check of the batch's mode
-            provider = self.provider((await self.store.jobs.get(batch.job_id)).provider)
-            delay = self.tracking.backoff_for(provider).delay(batch.check_attempt, self.rng)
-        return self.tracking.align(self.clock.now() + delay)
+            job = await self.store.jobs.get(batch.job_id)
+            provider = self.providers.get(job.provider)
+            backoff = self.tracking.backoff_for(provider) if provider else self.tracking.poll
+            delay = backoff.delay(batch.check_attempt, self.rng)
+        # the tick grid is in vendor seconds, so checks still fall together when scaled
+        return self.tracking.align(self._at(delay) * self.time_scale) / self.time_scale
 
     async def run_until_done(
         self,
@@ -250,28 +353,23 @@ class Kiln:
                 continue
             # Due but not claimed means another worker holds the lease (maybe a dead
             # one, until it expires): wait at least a second instead of spinning.
-            wait = idle_cap if due is None else min(idle_cap, max(1.0, due - self.clock.now()))
+            floor = 1.0 / self.time_scale
+            wait = idle_cap if due is None else min(idle_cap, max(floor, due - self.clock.now()))
             await self.clock.sleep(wait)
 
-    async def cancel(self, job_ref: str) -> list[str]:
-        """Ask the vendor to cancel every live batch of a Job; returns the batch ids."""
+    async def cancel(self, job_ref: str) -> list[CancelReport]:
+        """Cancel a Job: per batch, the cancel is recorded as intent and applied where
+        it is safe (see engine/cancel.py); a vendor batch that already ended is
+        refreshed and ingested, not an error. Returns what happened to each batch."""
         job = await self.store.jobs.get(job_ref)
-        cancelled = []
-        for batch in await self.store.batches.for_job(job.id):
-            if batch.state == State.NOT_SUBMITTED:
-                await self.store.batches.transition(
-                    batch, batch.state, Event.CANCEL, worker=self.worker, reason="cancelled by user"
-                )
-            elif batch.state in (State.PENDING, State.IN_PROGRESS) and batch.vendor_id:
-                await self.provider(job.provider).cancel(batch.vendor_id)
-                await self.store.batches.transition(
-                    batch, batch.state, Event.CANCEL, worker=self.worker, reason="cancelled by user"
-                )
-                await self.store.batches.mark_due(batch.id)
-            else:
-                continue
-            cancelled.append(batch.id)
-        return cancelled
+        try:
+            provider: Provider | None = self.provider(job.provider)
+        except ProviderNotConfigured:
+            provider = None
+        return [
+            await self.canceller.cancel(batch, provider)
+            for batch in await self.store.batches.for_job(job.id)
+        ]
 
     async def retry(self, job_ref: str) -> list[str]:
         """Start the retry children of a Job whose automatic retry is off: one per done

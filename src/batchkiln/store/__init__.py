@@ -10,6 +10,7 @@ from batchkiln.clock import Clock, SystemClock
 from batchkiln.errors import NotFound, StaleTransition
 from batchkiln.store.audit import AuditLog
 from batchkiln.store.batches import BatchRepository
+from batchkiln.store.capacity import CapacityBook
 from batchkiln.store.costs import CostBook, CostRow, EstimateRow, NewEstimate
 from batchkiln.store.database import create_engine, database_url, migrate
 from batchkiln.store.jobs import KEY_RETENTION_SECONDS, JobRepository, NewBatch
@@ -22,6 +23,7 @@ __all__ = [
     "AuditEvent",
     "AuditLog",
     "BatchRow",
+    "CapacityBook",
     "ChildBatch",
     "Closing",
     "CostBook",
@@ -51,6 +53,7 @@ class Store:
         self.audit = AuditLog(engine, clock)
         self.webhooks = WebhookInbox(engine, clock)
         self.costs = CostBook(engine, clock)
+        self.capacity = CapacityBook(engine, clock)
 
     @classmethod
     async def open(

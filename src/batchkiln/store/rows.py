@@ -67,6 +67,11 @@ class BatchRow:
     lease_expires_at: float | None
     created_at: float
     updated_at: float
+    provisional: int = 0
+    foreign_vendor_ids: list[str] | None = None
+    cancel_requested_at: float | None = None
+    woken_at: float | None = None
+    hold_reason: str | None = None
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "state", State(self.state))
