@@ -145,8 +145,9 @@ class App:
         """The App for real vendors (credentials from the settings). Close it with
         `aclose()`, or use `App.open(...)`."""
         settings = settings or Settings.load()
-        vendor_clock = clock or SystemClock()
-        clock, scale = store_time(vendor_clock)  # a virtual clock never stamps the store
+        # Real vendors: one clock for all. (`kiln worker --speed`, a hidden test tool for
+        # the standalone simulator, shares one virtual clock with it on purpose.)
+        clock = clock or SystemClock()
         providers = LazyProviders(
             {name: functools.partial(_real_provider, name, settings) for name in VENDORS}
         )
@@ -158,8 +159,6 @@ class App:
             clock=clock,
             tracking=tracking,
             worker=worker,
-            vendor_clock=vendor_clock,
-            time_scale=scale,
         )
         app._closers.push_async_callback(store.close)
         app._closers.push_async_callback(providers.aclose)
