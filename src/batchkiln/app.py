@@ -28,6 +28,7 @@ from typing import Any
 import httpx
 
 from batchkiln.clock import Clock, ScaledClock, SystemClock, store_time
+from batchkiln.costs import prices, tokens
 from batchkiln.costs.budget import GlobalBudget
 from batchkiln.engine.budget import BudgetGuard
 from batchkiln.engine.kiln import Kiln, default_worker_id
@@ -96,6 +97,10 @@ class App:
         time_scale: float = 1.0,
     ) -> None:
         self.settings = settings
+        # The cost model is process-wide (estimates and costs are pure functions of the
+        # price table and the token counter); the App sets it from its settings.
+        prices.configure(settings.prices_file)
+        tokens.configure(settings.tokenizer)
         self.store = store
         self.providers = providers
         self.clock = clock  # store time: real UTC (or a test's FakeClock)

@@ -81,14 +81,14 @@ class FileChanged(InputError):
 
     kind = "file_changed"
 
-    def __init__(self, path: str) -> None:
+    def __init__(self, path: str, line: int | None = None, detail: str | None = None) -> None:
+        why = detail or "its content no longer matches what was validated"
         super().__init__(
             [
                 LineError(
                     path,
-                    None,
-                    "the file changed while it was being submitted (its content no longer"
-                    " matches what was validated); nothing was stored",
+                    line,
+                    f"the file changed while it was being submitted ({why}); nothing was stored",
                 )
             ]
         )

@@ -13,6 +13,8 @@ from typing import Any
 
 import orjson
 
+from batchkiln.providers import parse_result_line, wire_format
+from batchkiln.providers.base import Outcome
 from batchkiln.store import RequestRow, Store
 
 
@@ -21,36 +23,22 @@ class ExportFormat(StrEnum):
     VENDOR = "vendor"
 
 
-def _response_and_error(line: dict[str, Any]) -> tuple[Any, Any]:
-    """Pull the response body or the error out of either vendor's result line."""
-    if "result" in line:  # Anthropic
-        result = line["result"] or {}
-        if result.get("type") == "succeeded":
-            return result.get("message"), None
-        error = (result.get("error") or {}).get("error") or {"type": result.get("type")}
-        return None, error
-    response = line.get("response")  # OpenAI
-    if response and 200 <= int(response.get("status_code", 0)) < 300:
-        return response.get("body"), None
-    if response:
-        body = response.get("body") or {}
-        return None, dict(body.get("error") or {}, status=response.get("status_code"))
-    return None, line.get("error")
-
-
-def record(row: RequestRow, raw: bytes | None, fmt: ExportFormat) -> dict[str, Any]:
+def record(row: RequestRow, raw: bytes | None, fmt: ExportFormat, wire: str) -> dict[str, Any]:
+    """One request's export record; the vendor line is read by its adapter's parser."""
     if fmt == ExportFormat.VENDOR:
         if raw is None:
             return {"custom_id": row.custom_id, "response": None, "error": row.last_error}
         line: dict[str, Any] = orjson.loads(raw)
         line["custom_id"] = row.custom_id
         return line
-    response, error = _response_and_error(orjson.loads(raw)) if raw else (None, None)
+    parsed = parse_result_line(wire, raw) if raw else None
+    succeeded = parsed is not None and parsed.outcome == Outcome.SUCCEEDED
+    error = None if parsed is None or succeeded else parsed.error
     return {
         "custom_id": row.custom_id,
         "outcome": row.outcome or "pending",
         "attempt": row.attempts,
-        "response": response,
+        "response": parsed.response if succeeded and parsed is not None else None,
         "error": error if error is not None else row.last_error,
     }
 
@@ -60,8 +48,9 @@ async def iter_results(
 ) -> AsyncIterator[dict[str, Any]]:
     """Every request of a Job, in input order, as export records (streamed)."""
     job = await store.jobs.get(job_ref)
-    async for row, raw, _tag in store.ledger.export_rows(job.id):
-        yield record(row, raw, fmt)
+    wire = wire_format(job.provider)
+    async for row, raw in store.ledger.export_rows(job.id):
+        yield record(row, raw, fmt, wire)
 
 
 async def write_results(

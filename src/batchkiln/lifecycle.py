@@ -1,14 +1,17 @@
-"""The Batch lifecycle as data: states, events, the transition table, and the
-text a person needs in each state. The CLI and the dashboard read from here.
+"""Both lifecycles as data: the Batch's and the Job's states, events, transition
+tables, and the text a person needs in each state. The CLI and the dashboard read
+from here.
 
-Nothing here touches a database; `apply_event` is the pure rule that the
-store's compare-and-set enforces.
+Nothing here touches a database; `Lifecycle.apply` is the pure rule that the
+store's one compare-and-set (`store.transitions.move`) enforces for both nouns.
 """
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 from enum import StrEnum
+from typing import Generic, TypeVar
 
 from batchkiln.errors import IllegalTransition
 
@@ -150,13 +153,41 @@ LIVE_AT_VENDOR = frozenset(_LIVE)
 ENDED_AT_VENDOR = frozenset(s for s, info in STATE_INFO.items() if info.terminal_at_vendor)
 
 
+S = TypeVar("S", bound=StrEnum)
+E = TypeVar("E", bound=StrEnum)
+
+
+@dataclass(frozen=True)
+class Lifecycle(Generic[S, E]):
+    """One noun's lifecycle: its states, events and transition table."""
+
+    noun: str  # "batch" | "job": audit events are `<noun>.<event>`
+    states: type[S]
+    events: type[E]
+    transitions: Mapping[tuple[S, E], S]
+    initial: S
+    final: S
+
+    def apply(self, row_id: str, state: S, event: E) -> S:
+        """The state `event` moves `state` to, or IllegalTransition."""
+        try:
+            return self.transitions[(state, event)]
+        except KeyError:
+            allowed = sorted(e.value for (s, e) in self.transitions if s == state)
+            raise IllegalTransition(row_id, state, event, allowed) from None
+
+    def event_between(self, ours: S, theirs: S) -> E | None:
+        """The one event that moves `ours` to `theirs`, if the table has exactly one."""
+        found = [e for (s, e), t in self.transitions.items() if s == ours and t == theirs]
+        return found[0] if len(found) == 1 else None
+
+
+BATCH: Lifecycle[State, Event] = Lifecycle("batch", State, Event, TRANSITIONS, INITIAL, FINAL)
+
+
 def apply_event(batch_id: str, state: State, event: Event) -> State:
     """Return the state that `event` moves `state` to, or raise IllegalTransition."""
-    try:
-        return TRANSITIONS[(state, event)]
-    except KeyError:
-        allowed = sorted(e.value for (s, e) in TRANSITIONS if s == state)
-        raise IllegalTransition(batch_id, state, event, allowed) from None
+    return BATCH.apply(batch_id, state, event)
 
 
 def event_for_outcome(outcome: State) -> Event:
@@ -165,3 +196,50 @@ def event_for_outcome(outcome: State) -> Event:
         if target == outcome:
             return event
     raise ValueError(f"{outcome.value} is not a vendor outcome")
+
+
+# -- the Job ------------------------------------------------------------------------
+
+
+class JobState(StrEnum):
+    ACTIVE = "active"
+    AWAITING_RETRY = "awaiting_retry"
+    DONE = "done"
+
+
+class JobEvent(StrEnum):
+    HELD = "held"  # every batch is done, some requests wait for a manual retry
+    RETRIED = "retried"  # retry batches were started by hand
+    DONE = "done"  # every request has its one final outcome
+
+
+@dataclass(frozen=True)
+class JobStateInfo:
+    meaning: str
+    next_action: str
+
+
+JOB_TRANSITIONS: dict[tuple[JobState, JobEvent], JobState] = {
+    (JobState.ACTIVE, JobEvent.DONE): JobState.DONE,
+    (JobState.ACTIVE, JobEvent.HELD): JobState.AWAITING_RETRY,
+    (JobState.AWAITING_RETRY, JobEvent.RETRIED): JobState.ACTIVE,
+    (JobState.AWAITING_RETRY, JobEvent.DONE): JobState.DONE,
+}
+
+JOB_STATE_INFO: dict[JobState, JobStateInfo] = {
+    JobState.ACTIVE: JobStateInfo(
+        "its batches are being submitted, processed or downloaded", "wait (or `kiln watch`)"
+    ),
+    JobState.AWAITING_RETRY: JobStateInfo(
+        "every batch is done; retryable failures wait (automatic retry off, or a retry"
+        " refused by a budget)",
+        "`kiln retry JOB` (or leave them)",
+    ),
+    JobState.DONE: JobStateInfo(
+        "every request has its one final outcome; the key is archived", "read the results"
+    ),
+}
+
+JOB: Lifecycle[JobState, JobEvent] = Lifecycle(
+    "job", JobState, JobEvent, JOB_TRANSITIONS, JobState.ACTIVE, JobState.DONE
+)

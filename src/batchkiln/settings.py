@@ -21,8 +21,7 @@ from pydantic import AliasChoices, Field, SecretStr, ValidationError, field_vali
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from batchkiln.errors import ConfigError
-
-DEFAULT_DATABASE_URL = "sqlite:///.kiln/kiln.db"
+from batchkiln.store.database import DEFAULT_URL as DEFAULT_DATABASE_URL
 
 Period = Literal["day", "week", "month"]
 TokenizerMode = Literal["auto", "tiktoken", "approx"]

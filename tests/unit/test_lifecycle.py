@@ -1,19 +1,28 @@
-"""The transition table is data; these tests validate the table itself."""
+"""Both lifecycles are data; these tests validate the tables themselves (the same
+structural checks for the Batch's and the Job's)."""
 
 from __future__ import annotations
 
 import pytest
 
 from batchkiln.lifecycle import (
+    BATCH,
     FINAL,
     INITIAL,
+    JOB,
+    JOB_STATE_INFO,
     STATE_INFO,
     TRANSITIONS,
     Event,
     IllegalTransition,
+    JobEvent,
+    JobState,
+    Lifecycle,
     State,
     apply_event,
 )
+
+LIFECYCLES = [pytest.param(BATCH, id="batch"), pytest.param(JOB, id="job")]
 
 
 def _reachable(start: State) -> set[State]:
@@ -54,6 +63,60 @@ def test_every_state_has_its_text() -> None:
     assert set(STATE_INFO) == set(State)
     for info in STATE_INFO.values():
         assert info.meaning and info.next_action and info.billed
+
+
+@pytest.mark.parametrize("machine", LIFECYCLES)
+def test_each_table_has_one_start_one_end_and_no_traps(machine: Lifecycle) -> None:  # type: ignore[type-arg]
+    """Only the start may have no way in, the end has no way out, all reach it, none orphaned."""
+    targets = set(machine.transitions.values())
+    assert [s for s in machine.states if s not in targets and s != machine.initial] == []
+    assert not [key for key in machine.transitions if key[0] == machine.final]
+    seen, todo = {machine.initial}, [machine.initial]
+    while todo:
+        here = todo.pop()
+        for (src, _), dst in machine.transitions.items():
+            if src == here and dst not in seen:
+                seen.add(dst)
+                todo.append(dst)
+    assert seen == set(machine.states)
+    for state in machine.states:
+        reach, todo = {state}, [state]
+        while todo:
+            here = todo.pop()
+            for (src, _), dst in machine.transitions.items():
+                if src == here and dst not in reach:
+                    reach.add(dst)
+                    todo.append(dst)
+        assert machine.final in reach, state
+
+
+@pytest.mark.parametrize("machine", LIFECYCLES)
+def test_every_key_of_a_table_is_its_own_state_and_event(machine: Lifecycle) -> None:  # type: ignore[type-arg]
+    """A table mixes no nouns: its keys are its own states and events."""
+    for (state, event), target in machine.transitions.items():
+        assert isinstance(state, machine.states) and isinstance(target, machine.states)
+        assert isinstance(event, machine.events)
+
+
+def test_every_job_state_has_its_text() -> None:
+    """The CLI, the service and the dashboard can describe every Job state."""
+    assert set(JOB_STATE_INFO) == set(JobState)
+    assert all(info.meaning and info.next_action for info in JOB_STATE_INFO.values())
+
+
+def test_a_job_out_of_active_goes_only_by_its_events() -> None:
+    """A manual retry reopens a held Job; nothing reopens a done one."""
+    assert JOB.apply("job_x", JobState.AWAITING_RETRY, JobEvent.RETRIED) == JobState.ACTIVE
+    with pytest.raises(IllegalTransition, match="job job_x"):
+        JOB.apply("job_x", JobState.DONE, JobEvent.RETRIED)
+
+
+def test_the_vendor_event_between_two_batch_states_comes_from_the_table() -> None:
+    """The tracker's snapshot rule is read off the table: one event, or none."""
+    assert BATCH.event_between(State.PENDING, State.IN_PROGRESS) == Event.STARTED
+    assert BATCH.event_between(State.CANCELLING, State.COMPLETED) == Event.VENDOR_COMPLETED
+    assert BATCH.event_between(State.IN_PROGRESS, State.PENDING) is None  # out of order
+    assert BATCH.event_between(State.IN_PROGRESS, State.IN_PROGRESS) is None
 
 
 def test_retry_states_never_lead_back_to_the_same_row() -> None:

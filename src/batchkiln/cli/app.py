@@ -16,13 +16,14 @@ from rich.live import Live
 
 from batchkiln.app import SIMULATED, App
 from batchkiln.cli import views
-from batchkiln.costs import estimate_file
+from batchkiln.costs import FileEstimator
 from batchkiln.costs.report import submitted_estimate
 from batchkiln.engine.kiln import JobStatus
 from batchkiln.engine.policy import JobOptions, RetryPolicy
-from batchkiln.errors import BudgetExceeded
+from batchkiln.errors import BudgetExceeded, ConfigError
 from batchkiln.export import ExportFormat, write_results
 from batchkiln.intake import InputError, KeyConflict, validate_file
+from batchkiln.providers import wire_format
 from batchkiln.settings import Settings
 from batchkiln.store import NotFound
 
@@ -50,7 +51,10 @@ JsonOpt = Annotated[bool, typer.Option("--json", help="One JSON object, for scri
 
 
 def _wire(provider: str) -> str:
-    return "anthropic" if provider in ("anthropic", "simulator-anthropic") else "openai"
+    try:
+        return wire_format(provider)
+    except ValueError as exc:
+        raise fail(f"--provider: {exc}", 2) from None
 
 
 def fail(message: str, code: int = 1) -> typer.Exit:
@@ -79,6 +83,23 @@ def version() -> None:
 
 
 @app.command()
+def config(as_json: JsonOpt = False) -> None:
+    """Print the effective settings (every KILN_* and SDK variable), secrets masked."""
+    try:
+        settings = Settings.load()
+    except ConfigError as exc:
+        raise fail(str(exc), 2) from None
+    rows = list(settings.describe())
+    if as_json:
+        _print_json({r.variable: r.value for r in rows})
+        return
+    for r in rows:
+        mark = "" if r.is_default else "  (set)"
+        console.print(f"{r.variable} = {r.value}{mark}", markup=False, highlight=False)
+        console.print(f"    {r.description}", style="dim", markup=False, highlight=False)
+
+
+@app.command()
 def validate(
     file: Annotated[Path, typer.Argument(help="Request file (JSONL).")],
     provider: ProviderOpt = "openai",
@@ -87,15 +108,20 @@ def validate(
     as_json: JsonOpt = False,
 ) -> None:
     """Check a request file and print the plan (requests, shards, bytes); sends nothing."""
+    estimator = FileEstimator(_wire(provider))
     try:
-        summary = validate_file(file, provider=_wire(provider), model=model, endpoint=endpoint)  # type: ignore[arg-type]
+        summary = validate_file(
+            file,
+            provider=_wire(provider),  # type: ignore[arg-type]
+            model=model,
+            endpoint=endpoint,
+            on_request=estimator,
+        )
     except InputError as exc:
         raise fail(str(exc), 2) from None
     except OSError as exc:
         raise fail(f"{file}: {exc.strerror or exc}", 2) from None
-    estimate, _ = estimate_file(
-        file, provider=summary.provider, model=summary.model, endpoint=summary.endpoint
-    )
+    estimate, _ = estimator.finish()
     if as_json:
         _print_json(
             {

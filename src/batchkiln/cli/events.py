@@ -55,7 +55,7 @@ def describe(event: AuditEvent) -> str:
         )
     if event.kind == "key.archived" and "expires_at" in data:
         return f"key {data.get('key')} kept until {stamp(data['expires_at'])} UTC, then reaped"
-    if event.kind in ("batch.ingested", "batch.done") and data:
+    if event.kind == "batch.ingested" and data:
         counts = ", ".join(
             f"{name} {data[name]}"
             for name in ("succeeded", "failed", "exhausted", "cancelled", "retrying")

@@ -7,6 +7,7 @@ from batchkiln.costs.estimate import (
     DEFAULT_OUTPUT_CAP,
     Estimate,
     Estimator,
+    FileEstimator,
     estimate_bodies,
     estimate_file,
 )
@@ -18,6 +19,7 @@ __all__ = [
     "DEFAULT_OUTPUT_CAP",
     "Estimate",
     "Estimator",
+    "FileEstimator",
     "Price",
     "PriceTable",
     "Tokenizer",

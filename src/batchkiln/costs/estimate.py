@@ -175,6 +175,30 @@ def estimate_bodies(
     return estimator.finish()
 
 
+class FileEstimator:
+    """A file's estimate per shard, fed by validation as it streams (`on_request`), so a
+    request file is read once for both."""
+
+    def __init__(self, provider: str, *, mode: TokenizerMode | None = None) -> None:
+        self.provider = provider
+        self.mode = mode
+        self._estimator: Estimator | None = None
+        self._parts: list[Estimate] = []
+
+    def __call__(self, shard: int, body: dict[str, Any], model: str, endpoint: str) -> None:
+        if self._estimator is None:
+            self._estimator = Estimator.for_job(self.provider, model, endpoint, mode=self.mode)
+        while len(self._parts) <= shard:
+            self._parts.append(self._estimator.new_part())
+        self._estimator.add(self._parts[shard], body)
+
+    def finish(self) -> tuple[Estimate, list[Estimate]]:
+        """The total and one estimate per shard (after a successful validation)."""
+        if self._estimator is None:
+            raise ValueError("no request was estimated")
+        return self._estimator.finish(), self._parts
+
+
 def estimate_file(
     path: str | Path,
     *,

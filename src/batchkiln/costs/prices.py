@@ -7,7 +7,6 @@ whose entries override the shipped ones.
 from __future__ import annotations
 
 import functools
-import os
 import re
 from dataclasses import dataclass
 from importlib import resources
@@ -63,13 +62,26 @@ def _parse(raw: dict[str, Any]) -> PriceTable:
     )
 
 
-@functools.cache
+_configured: list[str | None] = [None]
+
+
+def configure(user_file: str | Path | None) -> None:
+    """Set the process's price file (the App does, from KILN_PRICES_FILE), checking it
+    parses now rather than at the first cost."""
+    _configured[0] = None if user_file is None else str(user_file)
+    load_prices(_configured[0])
+
+
 def load_prices(user_file: str | None = None) -> PriceTable:
-    """The shipped table, overlaid with `user_file` (or KILN_PRICES_FILE) when given."""
+    """The shipped table, overlaid with `user_file` (default: the configured file)."""
+    return _load(user_file or _configured[0])
+
+
+@functools.cache
+def _load(path: str | None) -> PriceTable:
     shipped = _parse(
         orjson.loads(resources.files(__package__).joinpath("prices.json").read_bytes())
     )
-    path = user_file or os.environ.get("KILN_PRICES_FILE")
     if not path:
         return shipped
     try:

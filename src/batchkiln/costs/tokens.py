@@ -20,7 +20,6 @@ requests always use it. Every estimate says which counter it used.
 from __future__ import annotations
 
 import functools
-import os
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Literal, Protocol
@@ -65,11 +64,18 @@ class _Offline(Exception):
     pass
 
 
-def mode_from_env() -> TokenizerMode:
-    raw = os.environ.get("KILN_TOKENIZER", "auto").strip().lower() or "auto"
-    if raw not in MODES:
-        raise ValueError(f"KILN_TOKENIZER must be one of {', '.join(MODES)}, got {raw!r}")
-    return raw
+_configured: list[TokenizerMode] = ["auto"]
+
+
+def configure(mode: TokenizerMode) -> None:
+    """Set the process's tokenizer mode (the App does, from KILN_TOKENIZER)."""
+    if mode not in MODES:
+        raise ValueError(f"KILN_TOKENIZER must be one of {', '.join(MODES)}, got {mode!r}")
+    _configured[0] = mode
+
+
+def configured_mode() -> TokenizerMode:
+    return _configured[0]
 
 
 def encoding_name(model: str) -> str:
@@ -117,7 +123,7 @@ def load_encoding(name: str, *, download: bool) -> Any | None:
 
 def choose(provider: str, model: str, mode: TokenizerMode | None = None) -> Choice:
     """The counter for a job's requests, and a note when it is approximate."""
-    mode = mode or mode_from_env()
+    mode = mode or configured_mode()
     if provider != "openai":
         return Choice(Approximate(), f"{provider} publishes no offline tokenizer")
     if mode == "approx":

@@ -44,7 +44,7 @@ class AdmissionLock:
     @asynccontextmanager
     async def hold(self) -> AsyncIterator[None]:
         async with self._local:
-            if self.store.dialect == "postgresql":
+            if self.store.engine.dialect.name == "postgresql":
                 async with self._advisory():
                     yield
             else:

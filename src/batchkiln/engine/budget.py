@@ -14,18 +14,17 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from dataclasses import dataclass
 
 import orjson
 
 from batchkiln.clock import Clock
-from batchkiln.costs import Estimate, Estimator, estimate_file, unknown_price
+from batchkiln.costs import Estimate, Estimator, unknown_price
 from batchkiln.costs.budget import GlobalBudget, Refusal, describe
 from batchkiln.engine.admission import AdmissionLock
 from batchkiln.engine.policy import JobOptions
 from batchkiln.errors import BudgetExceeded
-from batchkiln.intake import InputSummary
 from batchkiln.store import BatchRow, JobRow, NewEstimate, NotFound, Store
+from batchkiln.store.jobs import JobEstimate
 
 _SLACK = 1e-9  # float sums of the same dollars must not refuse an exact fit
 
@@ -46,22 +45,13 @@ def new_estimates(keys: list[str], parts: list[Estimate]) -> list[NewEstimate]:
     ]
 
 
-@dataclass(frozen=True)
-class AdmittedJob:
-    """A new Job's estimate, admitted by the budgets, to be stored once the Job is."""
-
-    total: Estimate
-    rows: list[NewEstimate]
-
-    async def record(self, store: Store, job_id: str, *, worker: str) -> None:
-        await store.costs.add_estimates(
-            job_id,
-            self.rows,
-            worker=worker,
-            reason=f"{self.total.requests} requests: {describe(self.total)}"
-            f", tokens by {self.total.tokenizer}",
-            data=self.total.to_json(),
-        )
+def job_estimate(total: Estimate, parts: list[Estimate], batch_keys: list[str]) -> JobEstimate:
+    """A new Job's admitted estimate, in the shape the store writes with the Job."""
+    return JobEstimate(
+        rows=new_estimates(batch_keys, parts),
+        reason=f"{total.requests} requests: {describe(total)}, tokens by {total.tokenizer}",
+        data=total.to_json(),
+    )
 
 
 class BudgetGuard:
@@ -83,31 +73,25 @@ class BudgetGuard:
         async with self._lock.hold():
             yield
 
-    async def admit_file(
+    async def admit_new(
         self,
-        summary: InputSummary,
+        total: Estimate,
+        parts: list[Estimate],
         options: JobOptions,
         *,
         key: str,
         batch_keys: list[str],
         worker: str,
-    ) -> AdmittedJob | None:
-        """Estimate a validated file (one streaming pass, per shard) and admit it.
+    ) -> JobEstimate | None:
+        """Admit a new Job's estimate (made during validation) or raise BudgetExceeded.
         None when `key` already names a Job (nothing new would be sent)."""
         try:
             await self.store.jobs.get(key)
             return None
         except NotFound:
             pass
-        total, parts = estimate_file(
-            summary.path,
-            provider=summary.provider,
-            model=summary.model,
-            endpoint=summary.endpoint,
-            shards=[(s.start, s.stop) for s in summary.shards],
-        )
         await self.admit_job(total, options, key=key, worker=worker)
-        return AdmittedJob(total, new_estimates(batch_keys, parts))
+        return job_estimate(total, parts, batch_keys)
 
     async def admit_job(
         self, estimate: Estimate, options: JobOptions, *, key: str, worker: str

@@ -9,19 +9,24 @@ expires them: OpenAI batch files after 30 days, Anthropic results after 29).
 from __future__ import annotations
 
 from batchkiln.engine.policy import JobOptions
-from batchkiln.providers.base import Provider, VendorError
+from batchkiln.providers.base import Provider, VendorBatch, VendorError
 from batchkiln.store import BatchRow, JobRow, Store
 
 
 async def delete_vendor_files(
-    store: Store, provider: Provider, job: JobRow, batch: BatchRow, *, worker: str
+    store: Store,
+    provider: Provider,
+    job: JobRow,
+    batch: BatchRow,
+    vendor: VendorBatch | None,
+    *,
+    worker: str,
 ) -> bool:
-    """Delete the vendor files of an ingested batch if the Job's options say so.
-    True when they were deleted."""
-    if batch.vendor_id is None or not JobOptions.load(job.options).delete_vendor_files:
+    """Delete the vendor files of an ingested batch (named by `vendor`, the snapshot the
+    ingest read) if the Job's options say so. True when they were deleted."""
+    if vendor is None or not JobOptions.load(job.options).delete_vendor_files:
         return False
     try:
-        vendor = await provider.retrieve(batch.vendor_id)
         await provider.cleanup(vendor)
     except VendorError as exc:
         await store.batches.add_vendor_calls(batch.id, 1)
@@ -33,7 +38,7 @@ async def delete_vendor_files(
             reason=f"vendor files of {batch.vendor_id} not deleted: {exc.message}",
         )
         return False
-    await store.batches.add_vendor_calls(batch.id, 2)
+    await store.batches.add_vendor_calls(batch.id, 1)
     await store.audit.record(
         "vendor.files_deleted",
         job_id=job.id,

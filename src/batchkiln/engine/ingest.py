@@ -36,7 +36,6 @@ from batchkiln.intake.keys import parse_wire_id
 from batchkiln.lifecycle import ENDED_AT_VENDOR, Event, State
 from batchkiln.providers.base import FailureClass, Outcome, Provider, ResultLine, VendorBatch
 from batchkiln.store import (
-    KEY_RETENTION_SECONDS,
     BatchRow,
     ChildBatch,
     Closing,
@@ -64,22 +63,31 @@ class Ingestor:
         self.budget = budget
         self.capacity = capacity
 
-    async def ingest(self, job: JobRow, batch: BatchRow, provider: Provider) -> StepResult:
+    async def ingest(
+        self,
+        job: JobRow,
+        batch: BatchRow,
+        provider: Provider,
+        vendor: VendorBatch | None = None,
+    ) -> StepResult:
+        """Download, join and close an ended batch. `vendor` is an ended snapshot the
+        caller already holds; without one, the batch is retrieved once, and that one
+        snapshot serves the download and the file clean-up."""
         if batch.state in ENDED_AT_VENDOR:
-            await self.store.batches.transition(
+            ended_as = batch.state
+            batch = await self.store.batches.transition(
                 batch,
                 batch.state,
                 Event.DOWNLOAD,
                 worker=self.worker,
                 reason=f"downloading results of a {batch.state.value} batch",
             )
-            ended_as = batch.state
-            batch = await self.store.batches.get(batch.id)
         else:
             ended_as = await self._ended_as(batch)
         if batch.provisional and batch.vendor_id is not None:
-            vendor = await provider.retrieve(batch.vendor_id)
-            await self.store.batches.add_vendor_calls(batch.id, 1)
+            if vendor is None or vendor.state not in ENDED_AT_VENDOR:
+                vendor = await provider.retrieve(batch.vendor_id)  # the one retrieve
+                await self.store.batches.add_vendor_calls(batch.id, 1)
             if not await self._ours(batch, provider, vendor):
                 return await self._disown(batch)
             await self.store.batches.prove_ownership(batch.id)
@@ -93,8 +101,9 @@ class Ingestor:
             batch = await self.store.batches.get(batch.id)
         carried = {seq for seq, _ in await self.store.ledger.requests_of(batch.id)}
         if batch.vendor_id is not None:
-            vendor = await provider.retrieve(batch.vendor_id)
-            await self.store.batches.add_vendor_calls(batch.id, 1)
+            if vendor is None or vendor.state not in ENDED_AT_VENDOR:
+                vendor = await provider.retrieve(batch.vendor_id)  # the one retrieve
+                await self.store.batches.add_vendor_calls(batch.id, 1)
             if vendor.errors:  # a failed batch's reasons are kept, whatever the line shapes
                 errors = [
                     {"code": e.code, "message": e.message, "line": e.line} for e in vendor.errors
@@ -113,12 +122,13 @@ class Ingestor:
             stats = await self._download(batch, provider.results(vendor), carried)
             await self.store.batches.add_vendor_calls(batch.id, 1)
         else:
+            vendor = None
             stats = {"lines": 0, "foreign": 0, "duplicate": 0}
         stored = await self.store.ledger.results_of(batch.id)
         closing = await self._plan(job, batch, ended_as, carried, stored, provider.name)
         closing.summary.update(stats)
         child_id = await self.store.ledger.close_batch(batch, closing, worker=self.worker)
-        await delete_vendor_files(self.store, provider, job, batch, worker=self.worker)
+        await delete_vendor_files(self.store, provider, job, batch, vendor, worker=self.worker)
         return StepResult(None, "done" + (f"; retry batch {child_id}" if child_id else ""))
 
     async def _ours(self, batch: BatchRow, provider: Provider, vendor: VendorBatch) -> bool:
@@ -286,7 +296,6 @@ class Ingestor:
                 **usage,
                 **cost,
             },
-            key_retention_seconds=KEY_RETENTION_SECONDS,
             summary=summary,
         )
 

@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from batchkiln.clock import Clock, SystemClock
+from batchkiln.costs import FileEstimator
 from batchkiln.engine.budget import BudgetGuard
 from batchkiln.engine.cancel import Canceller, CancelReport
 from batchkiln.engine.capacity import WAITING, EnqueuedTokens
@@ -27,7 +28,7 @@ from batchkiln.engine.submission import Submitter
 from batchkiln.engine.tracking import Tracker
 from batchkiln.errors import ProviderNotConfigured
 from batchkiln.intake import batch_tag, derive_batch_key, iter_requests, job_key, validate_file
-from batchkiln.lifecycle import ENDED_AT_VENDOR, LIVE_AT_VENDOR, State
+from batchkiln.lifecycle import ENDED_AT_VENDOR, LIVE_AT_VENDOR, JobState, State
 from batchkiln.providers.base import Provider, VendorError
 from batchkiln.store import BatchRow, JobRow, NewBatch, StaleTransition, Store
 
@@ -46,12 +47,13 @@ class JobStatus:
 
     @property
     def state(self) -> str:
-        """One word for scripts: done, or the least advanced live batch state."""
-        if self.job.status == "done":
-            return "done"
+        """One word for scripts: the Job's state once it is done or awaiting a retry,
+        else the least advanced live batch state."""
+        if self.job.status != JobState.ACTIVE:
+            return self.job.status.value
         live = [b for b in self.batches if b.state != State.DONE]
         if not live:
-            return "awaiting_retry" if self.counts.get("pending") else "done"
+            return self.job.status.value
         order = list(State)
         return min(live, key=lambda b: order.index(b.state)).state.value
 
@@ -147,7 +149,16 @@ class Kiln:
         every bad line, a Job over a budget raises BudgetExceeded (with the
         estimate), and a valid one becomes not_submitted batches."""
         wire = self.provider(provider).name  # the wire format: "openai" or "anthropic"
-        summary = validate_file(path, provider=wire, model=model, endpoint=endpoint)  # type: ignore[arg-type]
+        # Pass 1: validate, fingerprint, plan and estimate in one streaming read.
+        estimator = FileEstimator(wire)
+        summary = validate_file(
+            path,
+            provider=wire,  # type: ignore[arg-type]
+            model=model,
+            endpoint=endpoint,
+            on_request=estimator,
+        )
+        total, parts = estimator.finish()
         jkey = job_key(key, summary.fingerprint)
         new_batches = []
         for shard in summary.shards:
@@ -163,15 +174,24 @@ class Kiln:
                 )
             )
         options = options or JobOptions()
-        # One admission at a time (engine/admission.py): the check, the Job and its
-        # estimates, so concurrent submitters never overshoot a global budget.
+        # One admission at a time (engine/admission.py): the check, then the Job with
+        # its estimate, so concurrent submitters never overshoot a global budget.
         async with self.budget.admission():
-            admitted = await self.budget.admit_file(  # BudgetExceeded
-                summary,
+            admitted = await self.budget.admit_new(  # BudgetExceeded
+                total,
+                parts,
                 options,
                 key=jkey,
                 batch_keys=[b.key for b in new_batches],
                 worker=self.worker,
+            )
+            # Pass 2: store, refusing a file whose content changed since pass 1 (FileChanged).
+            rows = iter_requests(
+                path,
+                provider=wire,  # type: ignore[arg-type]
+                model=model,
+                endpoint=endpoint,
+                expect_fingerprint=summary.fingerprint,
             )
             job, created = await self.store.jobs.create(
                 key=jkey,
@@ -182,12 +202,11 @@ class Kiln:
                 source=str(path),
                 request_count=summary.count,
                 options=options.model_dump(),
-                request_rows=iter_requests(path, provider=wire, model=model, endpoint=endpoint),  # type: ignore[arg-type]
+                request_rows=rows,
                 new_batches=new_batches,
                 worker=self.worker,
+                estimate=admitted,
             )
-            if created and admitted is not None:
-                await admitted.record(self.store, job.id, worker=self.worker)
         if not created:
             await self.store.audit.record(
                 "job.resubmitted",
@@ -260,8 +279,8 @@ class Kiln:
                 worker=self.worker,
                 reason=f"{batch.state.value}: {exc.message}",
             )
-            delay = self.backoff.delay(batch.check_attempt, self.rng, retry_after=exc.retry_after)
-            result = StepResult(delay, "vendor error", retry_after=exc.retry_after)
+            delay = self.backoff.delay(batch.check_attempt, self.rng)
+            result = StepResult(delay, "vendor error")
         except ProviderNotConfigured as exc:
             result = await self._back_off(
                 batch,

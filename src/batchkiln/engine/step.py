@@ -10,5 +10,4 @@ class StepResult:
     """What a step did, and when the batch should next be looked at (None: not by us)."""
 
     next_check_in: float | None
-    note: str = ""
-    retry_after: float | None = None
+    note: str = ""  # what happened, in words: shows in a StepResult's repr when debugging

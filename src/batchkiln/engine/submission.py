@@ -87,7 +87,7 @@ class Submitter:
                 held = await self.capacity.hold_reason(job, batch)
                 if held is not None:
                     return await self._hold(batch, held)
-            await self.store.batches.transition(
+            batch = await self.store.batches.transition(
                 batch,
                 State.NOT_SUBMITTED,
                 Event.SUBMIT,
@@ -95,7 +95,6 @@ class Submitter:
                 reason="intent recorded before the vendor call",
                 values={"submit_started_at": self.clock.now(), "hold_reason": None},
             )
-            batch = await self.store.batches.get(batch.id)
         if batch.state != State.SUBMITTING:
             return StepResult(0, f"already {batch.state.value}")
         if batch.cancel_requested_at is not None and batch.submit_attempts == 0:
@@ -171,7 +170,7 @@ class Submitter:
                     data={"retry_after": exc.retry_after},
                 )
                 wait = exc.retry_after if exc.retry_after is not None else SETTLE_SECONDS
-                return StepResult(wait, "vendor asked us to retry", retry_after=exc.retry_after)
+                return StepResult(wait, "vendor asked us to retry")
             await self.store.batches.transition(
                 batch,
                 State.SUBMITTING,

@@ -11,7 +11,7 @@ import random
 from batchkiln.clock import Clock
 from batchkiln.engine.schedule import Backoff, Look, TrackingMode, TrackingPolicy, next_look
 from batchkiln.engine.step import StepResult
-from batchkiln.lifecycle import ENDED_AT_VENDOR, LIVE_AT_VENDOR, Event, State, event_for_outcome
+from batchkiln.lifecycle import BATCH, ENDED_AT_VENDOR, LIVE_AT_VENDOR, Event, State
 from batchkiln.providers.base import Provider, VendorBatch, VendorError
 from batchkiln.store import BatchRow, Store
 
@@ -71,8 +71,8 @@ class Tracker:
             reason=f"{what}: {exc.status or 'connection'}: {exc.message}",
             data={"retry_after": exc.retry_after, "attempt": attempt},
         )
-        delay = self._retry_backoff(provider).delay(attempt, self.rng, retry_after=exc.retry_after)
-        return StepResult(delay, "read failed", retry_after=exc.retry_after)
+        delay = self._retry_backoff(provider).delay(attempt, self.rng)
+        return StepResult(delay, "read failed")
 
     async def apply(
         self, batch: BatchRow, vendor: VendorBatch, provider: Provider, *, via: str = "retrieve"
@@ -120,7 +120,7 @@ class Tracker:
         if event is None:
             await self.store.batches.update(batch.id, **values)
         else:
-            state = await self.store.batches.transition(
+            moved = await self.store.batches.transition(
                 batch,
                 batch.state,
                 event,
@@ -134,6 +134,7 @@ class Tracker:
                     "errors": [e.message for e in vendor.errors],
                 },
             )
+            state = moved.state
         if state in ENDED_AT_VENDOR:
             return StepResult(0, f"ended: {state.value}")
         return StepResult(delay, vendor.vendor_status)
@@ -147,12 +148,8 @@ class Tracker:
 
     @staticmethod
     def _event_for(ours: State, theirs: State) -> Event | None:
-        if theirs == ours or ours not in LIVE_AT_VENDOR:
+        """The table's event from our state to the vendor's; None when the table has no
+        such move (the same state, or an older snapshot seen out of order)."""
+        if ours not in LIVE_AT_VENDOR:
             return None
-        if theirs in ENDED_AT_VENDOR:
-            return event_for_outcome(theirs)
-        if ours == State.PENDING and theirs == State.IN_PROGRESS:
-            return Event.STARTED
-        if ours in (State.PENDING, State.IN_PROGRESS) and theirs == State.CANCELLING:
-            return Event.CANCEL  # cancelled from the vendor's console
-        return None  # an older snapshot than what we know (out of order): ignore
+        return BATCH.event_between(ours, theirs)

@@ -19,14 +19,14 @@ editor shows. User custom_ids never reach the vendor (the engine sends
 from __future__ import annotations
 
 import codecs
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
 import orjson
 
-from batchkiln.errors import InputError, LineError
+from batchkiln.errors import FileChanged, InputError, LineError
 from batchkiln.intake.dedupe import FirstSeen
 from batchkiln.intake.keys import ContentFingerprint, canonical_json
 from batchkiln.intake.sharding import (
@@ -220,11 +220,14 @@ def validate_file(
     endpoint: str | None = None,
     max_errors: int = 50,
     limits: Limits | None = None,
+    on_request: Callable[[int, dict[str, Any], str, str], None] | None = None,
 ) -> InputSummary:
     """One streaming pass: every check, the fingerprint and the shard plan.
 
     Raises InputError listing every bad line (the first `max_errors`, and how
-    many more). `limits` overrides the provider's batch limits (for tests)."""
+    many more). `limits` overrides the provider's batch limits (for tests).
+    `on_request(shard, body, model, endpoint)` sees every valid request in the same
+    pass (the estimate is made this way, so the file is read once for both)."""
     path = Path(path)
     name = str(path)
     _check_command(name, provider, model, endpoint, max_errors)
@@ -243,7 +246,8 @@ def validate_file(
                 first = seen.first_line(custom_id, number)
                 if first is not None:
                     raise _Reject(f"duplicate custom_id {custom_id!r} (first seen on line {first})")
-                canonical = canonical_json(_vendor_body(record, ctx, number))
+                body = _vendor_body(record, ctx, number)
+                canonical = canonical_json(body)
                 assert ctx.endpoint is not None
                 size = wire_line_bytes(provider, ctx.endpoint, len(canonical), content.count)
                 if not planner.fits(size):
@@ -262,6 +266,9 @@ def validate_file(
             content.add(custom_id, canonical)
             planner.add(size)
             total_bytes += size
+            if on_request is not None:
+                assert ctx.model is not None
+                on_request(planner.current, body, ctx.model, ctx.endpoint)
     except OSError as exc:
         raise InputError([LineError(name, None, f"cannot read: {exc.strerror or exc}")]) from None
     if not errors and not content.count:
@@ -305,8 +312,7 @@ def iter_requests(
             custom_id = _custom_id(record)
             body = _vendor_body(record, ctx, number)
         except _Reject as reject:
-            reason = f"{reject.reason} (the file changed after validation)"
-            raise InputError([LineError(name, number, reason)]) from None
+            raise FileChanged(name, number, reject.reason) from None
         canonical = canonical_json(body)
         assert ctx.endpoint is not None
         seq = content.count
@@ -318,5 +324,4 @@ def iter_requests(
         if ctx.model is not None and ctx.endpoint is not None:
             actual = content.hexdigest(provider=provider, model=ctx.model, endpoint=ctx.endpoint)
         if actual != expect_fingerprint:
-            reason = "the file changed after validation (its content fingerprint differs)"
-            raise InputError([LineError(name, None, reason)])
+            raise FileChanged(name)

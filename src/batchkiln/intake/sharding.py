@@ -115,6 +115,11 @@ class ShardPlanner:
         self._shards.append(Shard(len(self._shards), self._start, stop, self._count, self._bytes))
         self._start, self._count, self._bytes = stop, 0, 0
 
+    @property
+    def current(self) -> int:
+        """The index of the shard the last `add` went into."""
+        return len(self._shards)
+
     def shards(self) -> list[Shard]:
         """The plan so far (the last shard included); the planner stays usable."""
         tail = []

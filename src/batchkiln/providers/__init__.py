@@ -58,6 +58,36 @@ def make_provider(
     raise ValueError(f"unknown provider {name!r}; expected one of {', '.join(PROVIDERS)}")
 
 
+#: every provider name a Job may carry, and the wire format (adapter) it speaks
+WIRE_FORMATS = {
+    "openai": "openai",
+    "anthropic": "anthropic",
+    "simulator": "openai",
+    "simulator-anthropic": "anthropic",
+}
+
+
+def wire_format(provider: str) -> str:
+    """The wire format ("openai", "anthropic") a provider name speaks; ValueError if none."""
+    try:
+        return WIRE_FORMATS[provider]
+    except KeyError:
+        known = ", ".join(sorted(WIRE_FORMATS))
+        raise ValueError(f"unknown provider {provider!r}; expected one of {known}") from None
+
+
+def parse_result_line(wire: str, raw: bytes) -> ResultLine:
+    """One stored result line, read by its own adapter's parser (the only place that
+    knows a vendor's line shape), without building an SDK client."""
+    if wire == "anthropic":
+        from batchkiln.providers.anthropic import parse_line as parse_anthropic
+
+        return parse_anthropic(raw)
+    from batchkiln.providers.openai import parse_line as parse_openai
+
+    return parse_openai(raw)
+
+
 def __getattr__(name: str) -> Any:
     if name == "OpenAIProvider":
         from batchkiln.providers.openai import OpenAIProvider
@@ -72,6 +102,7 @@ def __getattr__(name: str) -> Any:
 
 __all__ = [
     "PROVIDERS",
+    "WIRE_FORMATS",
     "AmbiguousOutcome",
     "AnthropicProvider",
     "BatchError",
@@ -86,4 +117,6 @@ __all__ = [
     "VendorError",
     "WireRequest",
     "make_provider",
+    "parse_result_line",
+    "wire_format",
 ]

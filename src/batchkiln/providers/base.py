@@ -77,6 +77,8 @@ class VendorBatch:
     expires_at: float | None = None
     tag: str | None = None  # OpenAI metadata tag; Anthropic has none
     input_file_id: str | None = None
+    output_file_id: str | None = None  # where results are, for vendors that use files
+    error_file_id: str | None = None
     errors: tuple[BatchError, ...] = ()
 
     @property

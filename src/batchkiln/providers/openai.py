@@ -84,6 +84,8 @@ def to_vendor_batch(batch: Batch) -> VendorBatch:
         expires_at=float(batch.expires_at) if batch.expires_at is not None else None,
         tag=(batch.metadata or {}).get(TAG_KEY),
         input_file_id=batch.input_file_id,
+        output_file_id=batch.output_file_id,
+        error_file_id=batch.error_file_id,
         errors=errors,
     )
 
@@ -303,12 +305,9 @@ class OpenAIProvider:
             raise vendor_error(exc, what="cancel batch") from exc
 
     async def results(self, batch: VendorBatch) -> AsyncIterator[ResultLine]:
-        """The output file's lines, then the error file's, streamed."""
-        try:
-            current = await self._client.batches.retrieve(batch.vendor_id)
-        except SDK_ERRORS as exc:
-            raise vendor_error(exc, what="retrieve batch") from exc
-        for file_id in (current.output_file_id, current.error_file_id):
+        """The output file's lines, then the error file's, streamed (the files named by
+        `batch`, an ended snapshot: no second retrieve)."""
+        for file_id in (batch.output_file_id, batch.error_file_id):
             if not file_id:
                 continue
             try:
@@ -319,12 +318,9 @@ class OpenAIProvider:
                 raise vendor_error(exc, what=f"download {file_id}") from exc
 
     async def cleanup(self, batch: VendorBatch) -> None:
-        """Delete the input, output and error files (already gone is fine)."""
-        try:
-            current = await self._client.batches.retrieve(batch.vendor_id)
-        except SDK_ERRORS as exc:
-            raise vendor_error(exc, what="retrieve batch") from exc
-        for file_id in (current.input_file_id, current.output_file_id, current.error_file_id):
+        """Delete the input, output and error files named by the ended snapshot `batch`
+        (already gone is fine)."""
+        for file_id in (batch.input_file_id, batch.output_file_id, batch.error_file_id):
             if not file_id:
                 continue
             try:

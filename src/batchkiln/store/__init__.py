@@ -70,9 +70,5 @@ class Store:
             await migrate(engine)
         return cls(engine, clock or SystemClock())
 
-    @property
-    def dialect(self) -> str:
-        return self.engine.dialect.name
-
     async def close(self) -> None:
         await self.engine.dispose()

@@ -1,22 +1,23 @@
 """Batch rows: guarded transitions, the persisted schedule, and leases.
 
-Every state change is `UPDATE ... WHERE id = :id AND state = :from`; zero rows
-means another worker moved the batch first, and the caller gets StaleTransition.
+Every state change goes through `store.transitions.move` (`UPDATE ... WHERE id = :id
+AND state = :from`); zero rows means another worker moved the batch first, and the
+caller gets StaleTransition.
 """
 
 from __future__ import annotations
 
 from typing import Any
 
-from sqlalchemy import and_, or_, select, update
+from sqlalchemy import or_, select, update
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from batchkiln.clock import Clock
-from batchkiln.errors import NotFound, StaleTransition
-from batchkiln.lifecycle import Event, State, apply_event
-from batchkiln.store.audit import append_event
+from batchkiln.errors import NotFound
+from batchkiln.lifecycle import Event, State
 from batchkiln.store.rows import BatchRow, from_row
 from batchkiln.store.tables import batches
+from batchkiln.store.transitions import BATCHES, move
 
 _STATE_COLUMNS = {"state"}
 
@@ -65,42 +66,25 @@ class BatchRepository:
         worker: str | None = None,
         values: dict[str, Any] | None = None,
         data: dict[str, Any] | None = None,
-    ) -> State:
-        """Move a batch by `event` if it is still in `from_state`; audit it in the same
-        transaction. Raises IllegalTransition (not in the table) or StaleTransition."""
+    ) -> BatchRow:
+        """Move a batch by `event` if it is still in `from_state`, with its audit event, in
+        a transaction of its own; returns the moved row. Raises IllegalTransition (not in
+        the table) or StaleTransition (someone else moved it)."""
         batch_id = batch if isinstance(batch, str) else batch.id
-        to_state = apply_event(batch_id, from_state, event)
-        extra = dict(values or {})
-        if _STATE_COLUMNS & extra.keys():
-            raise ValueError("state changes go through the event, not values")
-        now = self._clock.now()
         async with self._engine.begin() as conn:
-            result = await conn.execute(
-                update(batches)
-                .where(and_(batches.c.id == batch_id, batches.c.state == from_state.value))
-                .values(state=to_state.value, updated_at=now, **extra)
-            )
-            if result.rowcount == 0:
-                current = (
-                    await conn.execute(select(batches.c.state).where(batches.c.id == batch_id))
-                ).scalar()
-                raise StaleTransition(batch_id, from_state, State(current) if current else None)
-            job_id = (
-                await conn.execute(select(batches.c.job_id).where(batches.c.id == batch_id))
-            ).scalar_one()
-            await append_event(
+            row = await move(
                 conn,
-                at=now,
-                kind=f"batch.{event.value}",
-                job_id=job_id,
-                batch_id=batch_id,
-                from_state=from_state.value,
-                to_state=to_state.value,
+                BATCHES,
+                batch_id,
+                from_state,
+                event,
+                now=self._clock.now(),
                 reason=reason,
                 worker=worker,
+                values=values,
                 data=data,
             )
-        return to_state
+        return from_row(BatchRow, row)
 
     async def update(self, batch_id: str, **values: Any) -> None:
         """Change bookkeeping columns (schedule, counters, vendor snapshot), never the state."""

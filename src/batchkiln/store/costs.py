@@ -13,12 +13,12 @@ from dataclasses import dataclass
 from typing import Any
 
 from sqlalchemy import Select, and_, func, select
-from sqlalchemy.ext.asyncio import AsyncEngine
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from batchkiln.clock import Clock
 from batchkiln.lifecycle import State
 from batchkiln.store.audit import append_event
-from batchkiln.store.ledger import insert_ignoring_duplicates
+from batchkiln.store.database import insert_ignoring_duplicates
 from batchkiln.store.tables import batches, costs, estimates, requests
 
 _CHUNK = 1000
@@ -69,6 +69,29 @@ class CostRow:
     recorded_at: float
 
 
+async def write_estimates(
+    conn: AsyncConnection,
+    job_id: str,
+    rows: Sequence[NewEstimate],
+    *,
+    now: float,
+    worker: str | None,
+    reason: str,
+    data: dict[str, Any] | None = None,
+) -> None:
+    """Inside the caller's transaction: the estimates (an existing one for the same key is
+    kept) and their `cost.estimated` event."""
+    for row in rows:
+        await conn.execute(
+            insert_ignoring_duplicates(conn, estimates).values(
+                job_id=job_id, created_at=now, **row.__dict__
+            )
+        )
+    await append_event(
+        conn, at=now, kind="cost.estimated", job_id=job_id, worker=worker, reason=reason, data=data
+    )
+
+
 class CostBook:
     def __init__(self, engine: AsyncEngine, clock: Clock) -> None:
         self._engine = engine
@@ -84,19 +107,12 @@ class CostBook:
         data: dict[str, Any] | None = None,
     ) -> None:
         """Store estimates (an existing one for the same key is kept) and audit them."""
-        now = self._clock.now()
         async with self._engine.begin() as conn:
-            for row in rows:
-                await conn.execute(
-                    insert_ignoring_duplicates(conn, estimates).values(
-                        job_id=job_id, created_at=now, **row.__dict__
-                    )
-                )
-            await append_event(
+            await write_estimates(
                 conn,
-                at=now,
-                kind="cost.estimated",
-                job_id=job_id,
+                job_id,
+                rows,
+                now=self._clock.now(),
                 worker=worker,
                 reason=reason,
                 data=data,

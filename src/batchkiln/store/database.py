@@ -2,26 +2,26 @@
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 from typing import Any
 
 from alembic import command
 from alembic.config import Config
-from sqlalchemy import event
+from sqlalchemy import Insert, Table, event
+from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Connection, make_url
-from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
 
 DEFAULT_URL = "sqlite:///.kiln/kiln.db"
 MIGRATIONS = Path(__file__).parent / "migrations"
 
 
 def database_url(url: str | None = None) -> str:
-    """The URL to use: the argument, else KILN_DATABASE_URL, else a local SQLite file.
+    """The URL to use (default: a local SQLite file; the App passes KILN_DATABASE_URL).
 
     Plain `sqlite://` and `postgresql://` URLs get the async drivers we ship.
     """
-    raw = url or os.environ.get("KILN_DATABASE_URL") or DEFAULT_URL
+    raw = url or DEFAULT_URL
     parsed = make_url(raw)
     if parsed.drivername in ("sqlite", "sqlite+pysqlite"):
         parsed = parsed.set(drivername="sqlite+aiosqlite")
@@ -74,3 +74,8 @@ async def migrate(engine: AsyncEngine, revision: str = "head") -> None:
 
     async with engine.begin() as connection:
         await connection.run_sync(_upgrade)
+
+
+def insert_ignoring_duplicates(conn: AsyncConnection, table: Table) -> Insert:
+    dialect = postgresql if conn.dialect.name == "postgresql" else sqlite
+    return dialect.insert(table).on_conflict_do_nothing()  # type: ignore[no-any-return]

@@ -8,7 +8,7 @@ none, and a second caller with the same key gets the first caller's Job.
 from __future__ import annotations
 
 import uuid
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -20,10 +20,12 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 from batchkiln.clock import Clock
 from batchkiln.errors import NotFound
 from batchkiln.intake import KeyConflict
-from batchkiln.lifecycle import State
+from batchkiln.lifecycle import JobEvent, JobState, State
 from batchkiln.store.audit import append_event
+from batchkiln.store.costs import NewEstimate, write_estimates
 from batchkiln.store.rows import JobRow, from_row
 from batchkiln.store.tables import batches, idempotency_keys, jobs, requests
+from batchkiln.store.transitions import BATCHES, JOBS, initial_state, move
 
 _CHUNK = 1000
 KEY_RETENTION_SECONDS = 30 * 86400  # published in the README; the reaper deletes after
@@ -50,6 +52,15 @@ class NewBatch:
     wire_bytes: int
 
 
+@dataclass(frozen=True)
+class JobEstimate:
+    """The admitted estimate of a new Job, stored with it."""
+
+    rows: Sequence[NewEstimate]
+    reason: str
+    data: dict[str, Any]
+
+
 def new_id(prefix: str) -> str:
     return f"{prefix}_{uuid.uuid4().hex[:20]}"
 
@@ -73,11 +84,14 @@ class JobRepository:
         request_rows: Iterable[RequestLike],
         new_batches: list[NewBatch],
         worker: str | None = None,
+        estimate: JobEstimate | None = None,
     ) -> tuple[JobRow, bool]:
         """Store a new Job, or return the existing one for `key` (created=False).
 
-        Raises KeyConflict when `key` is already taken by different content.
-        """
+        Its estimate is written in the same transaction, so a Job never exists without
+        the estimate its budget counts. Raises KeyConflict when `key` is already taken
+        by different content, and whatever `request_rows` raises (FileChanged) with
+        nothing stored."""
         existing = await self._existing(key, fingerprint)
         if existing is not None:
             return existing, False
@@ -105,7 +119,7 @@ class JobRepository:
                         source=source,
                         request_count=request_count,
                         options=options,
-                        status="active",
+                        **initial_state(JOBS),
                         created_at=now,
                         updated_at=now,
                     )
@@ -121,6 +135,16 @@ class JobRepository:
                     reason=f"{request_count} requests in {len(new_batches)} batch(es)",
                     data={"key": key, "provider": provider, "model": model, "source": source},
                 )
+                if estimate is not None:
+                    await write_estimates(
+                        conn,
+                        job_id,
+                        estimate.rows,
+                        now=now,
+                        worker=worker,
+                        reason=estimate.reason,
+                        data=estimate.data,
+                    )
         except IntegrityError:
             # Lost the race for the key: the winner's Job is committed by now.
             existing = await self._existing(key, fingerprint)
@@ -169,7 +193,7 @@ class JobRepository:
                     tag=nb.tag,
                     shard=nb.shard,
                     attempt=1,
-                    state=State.NOT_SUBMITTED.value,
+                    **initial_state(BATCHES),
                     request_count=nb.stop - nb.start,
                     wire_bytes=nb.wire_bytes,
                     submit_attempts=0,
@@ -260,26 +284,47 @@ class JobRepository:
             return [from_row(JobRow, r) for r in rows.mappings()]
 
 
-async def finish_if_settled(
+async def settle_job(
     conn: AsyncConnection, job_id: str, *, now: float, worker: str | None
-) -> bool:
-    """Inside the caller's transaction: mark the Job done, with its outcome summary and
-    a `job.done` event, once every batch is done and every request has an outcome.
-    Runs in the transaction that closes the last batch, so no crash can fall between
-    the two (a done batch is never claimed again to finish its job later)."""
+) -> JobState | None:
+    """Inside the caller's transaction, once every batch of the Job is done: move the Job
+    to `done` (every request has an outcome: summary, key archived, `job.done`) or to
+    `awaiting_retry` (failures wait for a manual retry). Returns the new state, or None
+    while a batch is still live.
+
+    This decision sits in the store on purpose: it must commit in the transaction that
+    closes the last batch (or starts or cancels a retry), or a crash between the two
+    strands the Job (a done batch is never claimed again to finish its job later; the
+    property test found exactly that)."""
     live = await conn.execute(
         select(func.count()).where(batches.c.job_id == job_id, batches.c.state != "done")
     )
     if live.scalar_one():
-        return False
+        return None
+    job = (await conn.execute(select(jobs.c.status, jobs.c.key).where(jobs.c.id == job_id))).one()
+    state = JobState(job.status)
     counted = await conn.execute(
         select(requests.c.outcome, func.count())
         .where(requests.c.job_id == job_id)
         .group_by(requests.c.outcome)
     )
     counts = {(o or "pending"): int(n) for o, n in counted.all()}
+    summary = ", ".join(f"{k} {v}" for k, v in sorted(counts.items()))
     if counts.get("pending"):
-        return False  # failures waiting for a manual retry
+        if state != JobState.ACTIVE:
+            return None
+        await move(
+            conn,
+            JOBS,
+            job_id,
+            state,
+            JobEvent.HELD,
+            now=now,
+            worker=worker,
+            reason=f"{counts['pending']} request(s) wait for `kiln retry`: {summary}",
+            data={"counts": counts},
+        )
+        return JobState.AWAITING_RETRY
     shape = (
         await conn.execute(
             select(func.count(), func.max(batches.c.attempt)).where(batches.c.job_id == job_id)
@@ -291,18 +336,22 @@ async def finish_if_settled(
         "attempts": int(shape[1] or 0),
         "succeeded": set(counts) == {"succeeded"},
     }
-    moved = await conn.execute(
-        update(jobs)
-        .where(jobs.c.id == job_id, jobs.c.status == "active")
-        .values(status="done", outcome=outcome, finished_at=now, updated_at=now)
+    await move(
+        conn,
+        JOBS,
+        job_id,
+        state,
+        JobEvent.DONE,
+        now=now,
+        worker=worker,
+        reason=summary,
+        values={"outcome": outcome, "finished_at": now},
+        data=outcome,
     )
-    if moved.rowcount == 0:
-        return False
-    key = (await conn.execute(select(jobs.c.key).where(jobs.c.id == job_id))).scalar_one()
     expires = now + KEY_RETENTION_SECONDS
     await conn.execute(
         update(idempotency_keys)
-        .where(idempotency_keys.c.key == key, idempotency_keys.c.scope == "job")
+        .where(idempotency_keys.c.key == job.key, idempotency_keys.c.scope == "job")
         .values(archived_at=now, expires_at=expires)
     )
     await append_event(
@@ -311,15 +360,6 @@ async def finish_if_settled(
         kind="key.archived",
         job_id=job_id,
         worker=worker,
-        data={"key": key, "expires_at": expires},
+        data={"key": job.key, "expires_at": expires},
     )
-    await append_event(
-        conn,
-        at=now,
-        kind="job.done",
-        job_id=job_id,
-        worker=worker,
-        reason=", ".join(f"{k} {v}" for k, v in sorted(counts.items())),
-        data=outcome,
-    )
-    return True
+    return JobState.DONE

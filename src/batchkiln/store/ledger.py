@@ -1,9 +1,13 @@
 """The request ledger and stored results.
 
-Closing a batch is one transaction: the DOWNLOADING -> DONE compare-and-set,
-every request's outcome, the retry child (if any) with the requests moved to it,
-the cost record (primary key per batch: counted once), and the key archived.
-A crash before commit leaves the batch in DOWNLOADING to be ingested again.
+Closing a batch is one transaction: the DOWNLOADING -> DONE move (the one
+compare-and-set, `transitions.move`), every request's outcome, the retry child (if
+any) with the requests moved to it, the cost record (primary key per batch: counted
+once), the key archived, and, when it was the Job's last live batch, the Job's own
+move. The engine decides all of it (the `Closing` it hands over); the store only
+applies it, in one transaction, because a crash between any two of these writes
+would count a cost twice, lose a retry, or strand the Job. A crash before commit
+leaves the batch in DOWNLOADING to be ingested again.
 """
 
 from __future__ import annotations
@@ -12,24 +16,19 @@ from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from sqlalchemy import Insert, Table, and_, func, insert, select, update
-from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy import and_, func, insert, select, update
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from batchkiln.clock import Clock
-from batchkiln.errors import StaleTransition
-from batchkiln.lifecycle import Event, State, apply_event
+from batchkiln.lifecycle import Event, JobEvent, JobState, State
 from batchkiln.store.audit import append_event
-from batchkiln.store.jobs import finish_if_settled, new_id
+from batchkiln.store.database import insert_ignoring_duplicates
+from batchkiln.store.jobs import KEY_RETENTION_SECONDS, new_id, settle_job
 from batchkiln.store.rows import BatchRow, RequestRow, from_row
-from batchkiln.store.tables import batches, costs, idempotency_keys, requests, results
+from batchkiln.store.tables import batches, costs, idempotency_keys, jobs, requests, results
+from batchkiln.store.transitions import BATCHES, JOBS, initial_state, move
 
 _CHUNK = 1000
-
-
-def insert_ignoring_duplicates(conn: AsyncConnection, table: Table) -> Insert:
-    dialect = postgresql if conn.dialect.name == "postgresql" else sqlite
-    return dialect.insert(table).on_conflict_do_nothing()  # type: ignore[no-any-return]
 
 
 @dataclass(frozen=True)
@@ -58,8 +57,16 @@ class Closing:
     errors: dict[int, dict[str, Any]] = field(default_factory=dict)  # seq -> last error
     child: ChildBatch | None = None
     cost: dict[str, Any] | None = None
-    key_retention_seconds: float = 30 * 86400
     summary: dict[str, Any] = field(default_factory=dict)
+
+
+def _closing_reason(closing: Closing) -> str:
+    counts = ", ".join(f"{n} {k}" for k, n in sorted(closing.summary.items()) if k in _OUTCOMES)
+    retry = f"; {len(closing.child.seqs)} to a retry batch" if closing.child else ""
+    return f"results stored: {counts or 'no requests'}{retry}"
+
+
+_OUTCOMES = ("succeeded", "failed", "exhausted", "cancelled")
 
 
 class Ledger:
@@ -125,15 +132,19 @@ class Ledger:
         Returns the child batch id, if a retry was planned. Raises StaleTransition
         when another worker closed it first (nothing is applied twice)."""
         now = self._clock.now()
-        to_state = apply_event(batch.id, State.DOWNLOADING, Event.INGESTED)
         async with self._engine.begin() as conn:
-            moved = await conn.execute(
-                update(batches)
-                .where(batches.c.id == batch.id, batches.c.state == State.DOWNLOADING.value)
-                .values(state=to_state.value, updated_at=now, next_check_at=None)
+            await move(
+                conn,
+                BATCHES,
+                batch.id,
+                State.DOWNLOADING,
+                Event.INGESTED,
+                now=now,
+                worker=worker,
+                reason=_closing_reason(closing),
+                values={"next_check_at": None},
+                data=closing.summary,
             )
-            if moved.rowcount == 0:
-                raise StaleTransition(batch.id, State.DOWNLOADING, None)
             await self._apply_outcomes(conn, batch, closing)
             child_id = None
             if closing.child is not None:
@@ -149,7 +160,7 @@ class Ledger:
                     worker=worker,
                     data=closing.cost,
                 )
-            expires = now + closing.key_retention_seconds
+            expires = now + KEY_RETENTION_SECONDS
             await conn.execute(
                 update(idempotency_keys)
                 .where(idempotency_keys.c.key == batch.key)
@@ -164,28 +175,8 @@ class Ledger:
                 worker=worker,
                 data={"key": batch.key, "expires_at": expires},
             )
-            await append_event(
-                conn,
-                at=now,
-                kind="batch.ingested",
-                job_id=batch.job_id,
-                batch_id=batch.id,
-                from_state=State.DOWNLOADING.value,
-                to_state=to_state.value,
-                worker=worker,
-                data=closing.summary,
-            )
-            await append_event(
-                conn,
-                at=now,
-                kind="batch.done",
-                job_id=batch.job_id,
-                batch_id=batch.id,
-                worker=worker,
-                data=closing.summary,
-            )
             if child_id is None:
-                await finish_if_settled(conn, batch.job_id, now=now, worker=worker)
+                await settle_job(conn, batch.job_id, now=now, worker=worker)
         return child_id
 
     async def _apply_outcomes(
@@ -222,7 +213,20 @@ class Ledger:
             taken = await conn.execute(select(batches.c.id).where(batches.c.key == child.key))
             if taken.first() is not None:
                 return None
-            return await self._insert_child(conn, parent, child, now, worker)
+            child_id = await self._insert_child(conn, parent, child, now, worker)
+            status = await conn.execute(select(jobs.c.status).where(jobs.c.id == parent.job_id))
+            if status.scalar_one() == JobState.AWAITING_RETRY.value:
+                await move(
+                    conn,
+                    JOBS,
+                    parent.job_id,
+                    JobState.AWAITING_RETRY,
+                    JobEvent.RETRIED,
+                    now=now,
+                    worker=worker,
+                    reason=f"retry batch {child_id} started by hand",
+                )
+            return child_id
 
     async def awaiting_retry(self, job_id: str) -> dict[str, list[int]]:
         """Requests with no final outcome whose batch is done (auto retry was off),
@@ -261,7 +265,7 @@ class Ledger:
                 tag=child.tag,
                 shard=parent.shard,
                 attempt=child.attempt,
-                state=State.NOT_SUBMITTED.value,
+                **initial_state(BATCHES),
                 request_count=len(child.seqs),
                 wire_bytes=child.wire_bytes,
                 submit_attempts=0,
@@ -320,13 +324,11 @@ class Ledger:
             )
             return {(o or "pending"): int(n) for o, n in rows.all()}
 
-    async def export_rows(
-        self, job_id: str
-    ) -> AsyncIterator[tuple[RequestRow, bytes | None, str | None]]:
+    async def export_rows(self, job_id: str) -> AsyncIterator[tuple[RequestRow, bytes | None]]:
         """Every request of a job in input order, with the raw result line that is
-        final for it and the batch's tag, streamed."""
+        final for it, streamed."""
         query = (
-            select(requests, results.c.raw, batches.c.tag)
+            select(requests, results.c.raw)
             .select_from(
                 requests.outerjoin(
                     results,
@@ -334,7 +336,7 @@ class Ledger:
                         results.c.batch_id == requests.c.result_batch_id,
                         results.c.seq == requests.c.seq,
                     ),
-                ).outerjoin(batches, batches.c.id == requests.c.result_batch_id)
+                )
             )
             .where(requests.c.job_id == job_id)
             .order_by(requests.c.seq)
@@ -342,4 +344,4 @@ class Ledger:
         async with self._engine.connect() as conn:
             stream = await conn.stream(query.execution_options(yield_per=_CHUNK))
             async for row in stream.mappings():
-                yield from_row(RequestRow, row), row["raw"], row["tag"]
+                yield from_row(RequestRow, row), row["raw"]

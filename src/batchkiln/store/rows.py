@@ -8,7 +8,7 @@ from typing import Any, TypeVar
 
 from sqlalchemy import RowMapping
 
-from batchkiln.lifecycle import State
+from batchkiln.lifecycle import JobState, State
 
 T = TypeVar("T")
 
@@ -29,11 +29,14 @@ class JobRow:
     source: str | None
     request_count: int
     options: dict[str, Any]
-    status: str
+    status: JobState
     outcome: dict[str, Any] | None
     created_at: float
     updated_at: float
     finished_at: float | None
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "status", JobState(self.status))
 
 
 @dataclass(frozen=True)

@@ -8,7 +8,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from batchkiln.clock import Clock
 from batchkiln.store.audit import append_event
-from batchkiln.store.ledger import insert_ignoring_duplicates
+from batchkiln.store.database import insert_ignoring_duplicates
 from batchkiln.store.tables import idempotency_keys, webhook_events
 
 

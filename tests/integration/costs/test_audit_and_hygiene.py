@@ -8,10 +8,10 @@ import pytest
 from sqlalchemy import delete, select, update
 from sqlalchemy.exc import DBAPIError
 
-from batchkiln.engine.ingest import KEY_RETENTION_SECONDS
 from batchkiln.engine.policy import JobOptions, RetryPolicy
 from batchkiln.lifecycle import INITIAL, State
 from batchkiln.simulator import Faults
+from batchkiln.store import KEY_RETENTION_SECONDS
 from batchkiln.store.tables import audit_events, idempotency_keys
 
 from .conftest import MODELS, Env, write_requests
@@ -60,7 +60,7 @@ async def test_every_transition_leaves_an_audit_event(env: Env, vendor: str, sce
     kinds = {e.kind for e in await env.store.audit.for_job(job.id)}
     assert {"job.created", "cost.estimated", "submit.attempt", "job.done"} <= kinds
     if scenario != "rejected":
-        assert {"poll", "cost.recorded", "key.archived", "batch.done"} <= kinds
+        assert {"poll", "cost.recorded", "key.archived", "batch.ingested"} <= kinds
 
 
 async def test_the_audit_log_is_append_only_in_the_database(env: Env) -> None:
@@ -124,7 +124,7 @@ async def test_vendor_files_are_deleted_after_ingest_only_when_the_job_asks(
     if delete_files:
         assert live == []
         assert kinds.count("vendor.files_deleted") == 2  # the batch and its retry
-        assert kinds.index("vendor.files_deleted") > kinds.index("batch.done")
+        assert kinds.index("vendor.files_deleted") > kinds.index("batch.ingested")
     else:
         assert {f.purpose for f in live} >= {"batch", "batch_output"}
         assert "vendor.files_deleted" not in kinds

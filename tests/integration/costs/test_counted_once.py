@@ -92,7 +92,7 @@ async def test_a_crash_inside_the_closing_transaction_then_a_retried_ingest_coun
     crashes = []
 
     async def crash_at_done(conn: Any, **fields: Any) -> None:
-        if fields["kind"] == "batch.done" and not crashes:
+        if fields["kind"] == "key.archived" and not crashes:  # after the cost row
             crashes.append(fields)
             raise Killed("worker killed mid-close")
         await real(conn, **fields)

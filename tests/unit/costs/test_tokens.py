@@ -10,6 +10,7 @@ import pytest
 import tiktoken
 import tiktoken.load
 
+from batchkiln import ConfigError, Settings
 from batchkiln.costs import tokens
 from batchkiln.costs.tokens import APPROXIMATION, Approximate, Tiktoken, choose, load_encoding
 
@@ -89,12 +90,12 @@ def test_anthropic_and_approx_mode_always_use_the_approximation(
     """Claude's tokenizer is not public; KILN_TOKENIZER=approx forces the approximation."""
     monkeypatch.setattr(tokens, "load_encoding", lambda name, *, download: byte_encoding())
     assert choose("anthropic", "claude-haiku-4-5", "tiktoken").tokenizer.name == APPROXIMATION
-    monkeypatch.setenv("KILN_TOKENIZER", "approx")
+    monkeypatch.setattr(tokens, "_configured", ["approx"])  # what the App sets
     assert choose("openai", "gpt-4o-mini").tokenizer.name == APPROXIMATION
 
 
 def test_an_unknown_tokenizer_mode_is_refused(monkeypatch: pytest.MonkeyPatch) -> None:
-    """KILN_TOKENIZER=exact is not a mode."""
+    """KILN_TOKENIZER=exact is not a mode: refused when the settings are read."""
     monkeypatch.setenv("KILN_TOKENIZER", "exact")
-    with pytest.raises(ValueError, match="KILN_TOKENIZER"):
-        choose("openai", "gpt-4o-mini")
+    with pytest.raises(ConfigError, match="KILN_TOKENIZER"):
+        Settings.load()

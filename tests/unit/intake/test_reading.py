@@ -8,6 +8,7 @@ from typing import Any
 import orjson
 import pytest
 
+from batchkiln.errors import FileChanged
 from batchkiln.intake import (
     MAX_CUSTOM_ID,
     InputError,
@@ -367,7 +368,7 @@ def test_the_second_pass_notices_a_line_that_changed(tmp_path: Path) -> None:
     path = write_lines(tmp_path / "in.jsonl", [oai("a"), oai("b")])
     validate_file(path, provider="openai")
     write_lines(path, [oai("a"), "{"])
-    with pytest.raises(InputError, match=r"in\.jsonl:2: not valid JSON .*changed after"):
+    with pytest.raises(InputError, match=r"in\.jsonl:2: the file changed .*not valid JSON"):
         list(iter_requests(path, provider="openai"))
 
 
@@ -380,5 +381,5 @@ def test_the_second_pass_checks_the_fingerprint_when_asked(tmp_path: Path) -> No
         == 2
     )
     write_lines(path, [oai("a"), oai("c")])
-    with pytest.raises(InputError, match="content fingerprint differs"):
+    with pytest.raises(FileChanged, match="no longer matches what was validated"):
         list(iter_requests(path, provider="openai", expect_fingerprint=summary.fingerprint))
