@@ -11,6 +11,7 @@ the vendor (submitting, pending, in_progress, cancelling).
 from __future__ import annotations
 
 from sqlalchemy import func, insert, select, update
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from batchkiln.clock import Clock
@@ -68,6 +69,12 @@ class CapacityBook:
 
     async def lower(self, provider: str, model: str, limit: int, *, reason: str) -> int:
         """Record `limit` unless a lower one is known; returns the limit now in force."""
+        try:
+            return await self._lower(provider, model, limit, reason=reason)
+        except IntegrityError:  # another worker inserted the first row meanwhile
+            return await self._lower(provider, model, limit, reason=reason)
+
+    async def _lower(self, provider: str, model: str, limit: int, *, reason: str) -> int:
         now = self._clock.now()
         async with self._engine.begin() as conn:
             current = (
