@@ -24,12 +24,11 @@ import httpx
 import orjson
 from tracking import Result, Spec, Vendor
 
-from batchkiln.clock import FakeClock
+from batchkiln import App, FakeClock, Settings
 from batchkiln.engine.kiln import Kiln
 from batchkiln.engine.schedule import TrackingPolicy
-from batchkiln.engine.submission import StepResult
+from batchkiln.engine.step import StepResult
 from batchkiln.lifecycle import ENDED_AT_VENDOR
-from batchkiln.providers.openai import OpenAIProvider
 from batchkiln.service.webhooks import DEFAULT_PATH, webhook_app
 from batchkiln.simulator import Simulator
 from batchkiln.simulator.webhooks import new_secret
@@ -68,58 +67,56 @@ async def run_engine(
     hooks = httpx.AsyncClient(
         transport=httpx.ASGITransport(app=webhook_app(store, [secret])), base_url=HOOKS
     )
-    sim = Simulator(
+    simulated = App.simulated(
+        Settings.load(),
         clock=clock,
         seed=1,
-        base_url=SIM,
+        store=store,
         webhook_urls=[HOOKS + DEFAULT_PATH] if webhooks else [],
         webhook_secret=secret,
         webhook_client=hooks,
-        signing_clock=clock,
-    )
-    http = httpx.AsyncClient(transport=httpx.ASGITransport(app=sim.app), base_url=SIM)
-    provider = OpenAIProvider(http_client=http, base_url=sim.openai_base_url, api_key="bench")
-    kiln = Kiln(
-        store,
-        {"openai": provider},
-        clock=clock,
+        tracking=policy,
         worker="bench",
         rng=random.Random(7),
-        tracking=policy,
     )
-    kiln.ingestor.ingest = _parked  # type: ignore[method-assign]
+    async with simulated as app:
+        sim, kiln = app.simulator, app.kiln
+        assert sim is not None
+        kiln.ingestor.ingest = _parked  # type: ignore[method-assign]
+        rows = await _track(kiln, sim, clock, specs, webhooks, tmp)
+        served = sum(sim.counters.calls[route] for route in TRACKING_ROUTES)
+    await hooks.aclose()
+    await store.close()
+    per_batch = [float(r.vendor_calls - 1) for r in rows]  # all but the create call
+    assert sum(per_batch) == served, (sum(per_batch), served)  # each call counted once
+    latency = [float(r.detected_at - r.vendor_ended_at) for r in rows]  # type: ignore[operator]
+    return Result(name, per_batch, latency)
+
+
+async def _track(
+    kiln: Kiln, sim: Simulator, clock: FakeClock, specs: Sequence[Spec], webhooks: bool, tmp: Path
+) -> list[BatchRow]:
+    """Arrive, deliver webhooks and step due batches in virtual time until all are seen."""
+    store = kiln.store
     pending = sorted(specs, key=lambda s: s.arrival)
     hook_times = sorted(
         Vendor(s).ended_at + s.webhook_delay for s in specs if webhooks and not s.webhook_lost
     )
     ids: list[str] = []
-    try:
-        while pending or not await _all_detected(store):
-            due = await store.batches.next_due_at()
-            candidates = [
-                t for t in (due, pending[0].arrival if pending else None) if t is not None
-            ]
-            candidates += [t for t in hook_times[:1]]
-            clock.set(max(clock.now(), min(candidates)))
-            while hook_times and hook_times[0] <= clock.now():
-                hook_times.pop(0)
-            while pending and pending[0].arrival <= clock.now():
-                ids.append(await _submit(kiln, sim, pending.pop(0), tmp))
-            if webhooks:
-                await sim.deliver_due_webhooks()
-            while await kiln.run_once(limit=100):
-                pass
-        rows = [await store.batches.get(i) for i in ids]
-    finally:
-        await provider.aclose()
-        await http.aclose()
-        await hooks.aclose()
-        await store.close()
-    served = sum(sim.counters.calls[route] for route in TRACKING_ROUTES)
-    per_batch = [float(r.vendor_calls - 1) for r in rows]  # all but the create call
-    assert sum(per_batch) == served, (sum(per_batch), served)  # each call counted once
-    latency = [float(r.detected_at - r.vendor_ended_at) for r in rows]  # type: ignore[operator]
-    return Result(name, per_batch, latency)
+    while pending or not await _all_detected(store):
+        due = await store.batches.next_due_at()
+        candidates = [t for t in (due, pending[0].arrival if pending else None) if t is not None]
+        candidates += [t for t in hook_times[:1]]
+        clock.set(max(clock.now(), min(candidates)))
+        while hook_times and hook_times[0] <= clock.now():
+            hook_times.pop(0)
+        while pending and pending[0].arrival <= clock.now():
+            ids.append(await _submit(kiln, sim, pending.pop(0), tmp))
+        if webhooks:
+            await sim.deliver_due_webhooks()
+        while await kiln.run_once(limit=100):
+            pass
+    return [await store.batches.get(i) for i in ids]
 
 
 async def _submit(kiln: Kiln, sim: Simulator, spec: Spec, tmp: Path) -> str:

@@ -171,16 +171,9 @@ class App:
 
     @classmethod
     @asynccontextmanager
-    async def open(
-        cls,
-        settings: Settings | None = None,
-        *,
-        clock: Clock | None = None,
-        tracking: TrackingPolicy | TrackingMode | str | None = None,
-        worker: str | None = None,
-    ) -> AsyncIterator[App]:
-        """`from_settings` as an async context manager."""
-        app = await cls.from_settings(settings, clock=clock, tracking=tracking, worker=worker)
+    async def open(cls, settings: Settings | None = None, **options: Any) -> AsyncIterator[App]:
+        """`from_settings` (same options) as an async context manager."""
+        app = await cls.from_settings(settings, **options)
         try:
             yield app
         finally:

@@ -45,6 +45,8 @@ class CancelReport:
 
 
 class Canceller:
+    """Vendor calls are counted by the caller (a CountedProvider), as for every step."""
+
     def __init__(self, store: Store, clock: Clock, worker: str, tracker: Tracker) -> None:
         self.store = store
         self.clock = clock
@@ -114,9 +116,7 @@ class Canceller:
         try:
             await provider.cancel(batch.vendor_id)
         except VendorError as exc:
-            await self.store.batches.add_vendor_calls(batch.id, 1)
             return await self._refused(batch, provider, exc)
-        await self.store.batches.add_vendor_calls(batch.id, 1)
         try:
             await self.store.batches.transition(
                 batch,
@@ -139,9 +139,7 @@ class Canceller:
         try:
             snapshot = await provider.retrieve(str(batch.vendor_id))
         except VendorError as again:
-            await self.store.batches.add_vendor_calls(batch.id, 1)
             return await self._failed(batch, f"{exc.message}; then {again.message}")
-        await self.store.batches.add_vendor_calls(batch.id, 1)
         if snapshot.state in ENDED_AT_VENDOR or snapshot.state == State.CANCELLING:
             with contextlib.suppress(StaleTransition):  # the tracker moved it first
                 await self.tracker.apply(batch, snapshot, provider, via="retrieve after cancel")

@@ -29,21 +29,10 @@ async def delete_vendor_files(
     try:
         await provider.cleanup(vendor)
     except VendorError as exc:
-        await store.batches.add_vendor_calls(batch.id, 1)
-        await store.audit.record(
-            "vendor.cleanup_failed",
-            job_id=job.id,
-            batch_id=batch.id,
-            worker=worker,
-            reason=f"vendor files of {batch.vendor_id} not deleted: {exc.message}",
-        )
-        return False
-    await store.batches.add_vendor_calls(batch.id, 1)
-    await store.audit.record(
-        "vendor.files_deleted",
-        job_id=job.id,
-        batch_id=batch.id,
-        worker=worker,
-        reason=f"input and result files of {batch.vendor_id} deleted after ingest",
-    )
-    return True
+        kind, deleted = "vendor.cleanup_failed", False
+        reason = f"vendor files of {batch.vendor_id} not deleted: {exc.message}"
+    else:
+        kind, deleted = "vendor.files_deleted", True
+        reason = f"input and result files of {batch.vendor_id} deleted after ingest"
+    await store.audit.record(kind, job_id=job.id, batch_id=batch.id, worker=worker, reason=reason)
+    return deleted

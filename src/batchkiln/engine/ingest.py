@@ -87,7 +87,6 @@ class Ingestor:
         if batch.provisional and batch.vendor_id is not None:
             if vendor is None or vendor.state not in ENDED_AT_VENDOR:
                 vendor = await provider.retrieve(batch.vendor_id)  # the one retrieve
-                await self.store.batches.add_vendor_calls(batch.id, 1)
             if not await self._ours(batch, provider, vendor):
                 return await self._disown(batch)
             await self.store.batches.prove_ownership(batch.id)
@@ -103,7 +102,6 @@ class Ingestor:
         if batch.vendor_id is not None:
             if vendor is None or vendor.state not in ENDED_AT_VENDOR:
                 vendor = await provider.retrieve(batch.vendor_id)  # the one retrieve
-                await self.store.batches.add_vendor_calls(batch.id, 1)
             if vendor.errors:  # a failed batch's reasons are kept, whatever the line shapes
                 errors = [
                     {"code": e.code, "message": e.message, "line": e.line} for e in vendor.errors
@@ -120,7 +118,6 @@ class Ingestor:
                 if self.capacity is not None and transient_code(batch.error):
                     await self.capacity.learn(job, batch, str(errors[0]["message"]))
             stats = await self._download(batch, provider.results(vendor), carried)
-            await self.store.batches.add_vendor_calls(batch.id, 1)
         else:
             vendor = None
             stats = {"lines": 0, "foreign": 0, "duplicate": 0}
@@ -135,7 +132,6 @@ class Ingestor:
         """Whether the results of a provisionally adopted batch carry our tag (the
         first line with a readable id decides; no readable line proves nothing)."""
         stream = provider.results(vendor)
-        await self.store.batches.add_vendor_calls(batch.id, 1)
         try:
             async for line in stream:
                 parsed = parse_wire_id(line.wire_id)

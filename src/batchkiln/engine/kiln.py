@@ -30,6 +30,7 @@ from batchkiln.errors import ProviderNotConfigured
 from batchkiln.intake import batch_tag, derive_batch_key, iter_requests, job_key, validate_file
 from batchkiln.lifecycle import ENDED_AT_VENDOR, LIVE_AT_VENDOR, JobState, State
 from batchkiln.providers.base import Provider, VendorError
+from batchkiln.providers.counted import CountedProvider
 from batchkiln.store import BatchRow, JobRow, NewBatch, StaleTransition, Store
 
 
@@ -224,10 +225,12 @@ class Kiln:
             await self.store.ledger.job_counts(job.id),
         )
 
-    async def step(self, batch: BatchRow) -> StepResult:
-        """Run the one step a batch's state calls for."""
-        job = await self.store.jobs.get(batch.job_id)
-        provider = self.provider(job.provider)  # ProviderNotConfigured
+    async def step(
+        self, batch: BatchRow, job: JobRow | None = None, provider: Provider | None = None
+    ) -> StepResult:
+        """Run the one step a batch's state calls for (`job`: its Job, if already read)."""
+        job = job or await self.store.jobs.get(batch.job_id)
+        provider = provider or self.provider(job.provider)  # ProviderNotConfigured
         if batch.state in (State.NOT_SUBMITTED, State.SUBMITTING):
             result = await self.submitter.submit(job, batch, provider)
             # a cancel recorded while the create was unresolved: apply it the moment
@@ -249,8 +252,11 @@ class Kiln:
         claimed = await self.store.batches.claim_due(
             worker=self.worker, lease_seconds=self.lease_seconds, limit=limit, job_id=job_id
         )
+        if not claimed:
+            return 0
+        jobs = await self.store.jobs.many(b.job_id for b in claimed)  # one read for all
         try:
-            listed = await self.refresher.refresh(claimed)  # several due: one list call
+            listed = await self.refresher.refresh(claimed, jobs)  # several due: one list call
         except Exception as exc:  # each batch is then stepped on its own
             await self.store.audit.record(
                 "step.failed",
@@ -260,15 +266,19 @@ class Kiln:
             )
             listed = {}
         for batch in claimed:
-            await self._step_and_release(batch, listed.get(batch.id))
+            await self._step_and_release(batch, jobs[batch.job_id], listed.get(batch.id))
         return len(claimed)
 
-    async def _step_and_release(self, batch: BatchRow, done: StepResult | None = None) -> None:
+    async def _step_and_release(
+        self, batch: BatchRow, job: JobRow, done: StepResult | None = None
+    ) -> None:
         """Step one claimed batch and release it. Nothing one batch does stops the
         others: an unexpected error is recorded (`step.failed`, with the exception
         class and message) and that batch alone backs off."""
+        provider: CountedProvider | None = None
         try:
-            result = done if done is not None else await self.step(batch)
+            provider = CountedProvider(self.provider(job.provider))  # counts the step's calls
+            result = done if done is not None else await self.step(batch, job, provider)
         except StaleTransition as exc:
             result = StepResult(0, str(exc))
         except VendorError as exc:
@@ -279,7 +289,7 @@ class Kiln:
                 worker=self.worker,
                 reason=f"{batch.state.value}: {exc.message}",
             )
-            delay = self.backoff.delay(batch.check_attempt, self.rng)
+            delay = self.backoff.delay(batch.check_attempt, self.rng, retry_after=exc.retry_after)
             result = StepResult(delay, "vendor error")
         except ProviderNotConfigured as exc:
             result = await self._back_off(
@@ -294,7 +304,10 @@ class Kiln:
             )
         after = await self.store.batches.get(batch.id)
         await self.store.batches.release(
-            batch.id, worker=self.worker, next_check_at=await self._next_check(after, result)
+            batch.id,
+            worker=self.worker,
+            next_check_at=self._next_check(after, result, provider),
+            vendor_calls=provider.calls if provider is not None else 0,
         )
 
     async def _back_off(
@@ -324,7 +337,9 @@ class Kiln:
         """The store time `delay` vendor seconds from now."""
         return self.clock.now() + delay / self.time_scale
 
-    async def _next_check(self, batch: BatchRow, result: StepResult) -> float | None:
+    def _next_check(
+        self, batch: BatchRow, result: StepResult, provider: Provider | None
+    ) -> float | None:
         if batch.state == State.DONE:
             return None
         if batch.state not in LIVE_AT_VENDOR:
@@ -332,8 +347,6 @@ class Kiln:
             return self._at(0.0 if delay is None else delay)
         delay = result.next_check_in
         if delay is None:  # just accepted: the first check of the batch's mode
-            job = await self.store.jobs.get(batch.job_id)
-            provider = self.providers.get(job.provider)
             backoff = self.tracking.backoff_for(provider) if provider else self.tracking.poll
             delay = backoff.delay(batch.check_attempt, self.rng)
         # the tick grid is in vendor seconds, so checks still fall together when scaled
@@ -385,10 +398,13 @@ class Kiln:
             provider: Provider | None = self.provider(job.provider)
         except ProviderNotConfigured:
             provider = None
-        return [
-            await self.canceller.cancel(batch, provider)
-            for batch in await self.store.batches.for_job(job.id)
-        ]
+        reports = []
+        for batch in await self.store.batches.for_job(job.id):
+            counted = CountedProvider(provider) if provider is not None else None
+            reports.append(await self.canceller.cancel(batch, counted))
+            if counted is not None and counted.calls:
+                await self.store.batches.add_vendor_calls(batch.id, counted.calls)
+        return reports
 
     async def retry(self, job_ref: str) -> list[str]:
         """Start the retry children of a Job whose automatic retry is off: one per done

@@ -23,7 +23,7 @@ per-batch `vendor_calls` still add up to what the vendor served.
 from __future__ import annotations
 
 import math
-from collections.abc import AsyncIterator, Callable, Sequence
+from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 
 from batchkiln.clock import Clock
@@ -31,7 +31,7 @@ from batchkiln.engine.step import StepResult
 from batchkiln.engine.tracking import Tracker
 from batchkiln.lifecycle import ENDED_AT_VENDOR, LIVE_AT_VENDOR
 from batchkiln.providers.base import Provider, VendorBatch, VendorError
-from batchkiln.store import BatchRow, StaleTransition, Store
+from batchkiln.store import BatchRow, JobRow, StaleTransition, Store
 
 LIST_SLACK = 120.0  # clock skew between us and the vendor's created_at
 SNAPSHOT_MAX_AGE = 5.0  # a listed snapshot stands in for a retrieve this long
@@ -64,9 +64,12 @@ class ListRefresher:
         self.max_age = max_age
         self._kept: dict[tuple[str, str], tuple[float, VendorBatch]] = {}
 
-    async def refresh(self, claimed: Sequence[BatchRow]) -> dict[str, StepResult]:
+    async def refresh(
+        self, claimed: Sequence[BatchRow], jobs: Mapping[str, JobRow]
+    ) -> dict[str, StepResult]:
         """Step results for the claimed live batches a list call (or a kept
-        snapshot) covered, by batch id; the others are left to their own step."""
+        snapshot) covered, by batch id; the others are left to their own step.
+        `jobs` holds the claimed batches' Jobs by id."""
         if not self.tracker.policy.list_refresh:
             return {}
         now = self.clock.now()
@@ -74,8 +77,7 @@ class ListRefresher:
         groups: dict[str, list[BatchRow]] = {}
         for batch in claimed:
             if batch.state in LIVE_AT_VENDOR and batch.vendor_id is not None:
-                job = await self.store.jobs.get(batch.job_id)
-                groups.setdefault(job.provider, []).append(batch)
+                groups.setdefault(jobs[batch.job_id].provider, []).append(batch)
         done: dict[str, StepResult] = {}
         for name, batches in groups.items():
             try:

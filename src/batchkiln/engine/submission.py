@@ -146,7 +146,6 @@ class Submitter:
         try:
             vendor = await provider.create(spec)
         except AmbiguousOutcome as exc:
-            await self._count_call(batch)
             await self.store.audit.record(
                 "submit.unknown",
                 job_id=batch.job_id,
@@ -159,7 +158,6 @@ class Submitter:
             found = await self._reconcile(await self.store.batches.get(batch.id), spec, provider)
             return found or StepResult(RECONCILE_FIRST, "ambiguous create; will reconcile")
         except VendorError as exc:
-            await self._count_call(batch)
             if exc.retryable:
                 await self.store.audit.record(
                     "submit.retry",
@@ -183,7 +181,6 @@ class Submitter:
                 },
             )
             return StepResult(0, "rejected")
-        await self._count_call(batch)
         await self._accept(batch, vendor, how="created")
         return StepResult(None, "accepted")
 
@@ -198,7 +195,6 @@ class Submitter:
             for c in await provider.find_candidates(spec, since=since)
             if c.vendor_id not in foreign
         ]
-        await self._count_call(batch)
         mine = [c for c in candidates if c.tag == batch.tag]
         if len(mine) == 1:
             await self._accept(batch, mine[0], how="reconciled by tag")
@@ -285,6 +281,3 @@ class Submitter:
             },
             data={"vendor_id": vendor.vendor_id, "how": how, "provisional": provisional},
         )
-
-    async def _count_call(self, batch: BatchRow) -> None:
-        await self.store.batches.add_vendor_calls(batch.id, 1)

@@ -51,9 +51,7 @@ class Tracker:
         try:
             vendor = await provider.retrieve(batch.vendor_id)
         except VendorError as exc:
-            await self.store.batches.add_vendor_calls(batch.id, 1)
             return await self.read_failed(batch, provider, exc, what="retrieve")
-        await self.store.batches.add_vendor_calls(batch.id, 1)
         return await self.apply(batch, vendor, provider)
 
     async def read_failed(
@@ -71,7 +69,7 @@ class Tracker:
             reason=f"{what}: {exc.status or 'connection'}: {exc.message}",
             data={"retry_after": exc.retry_after, "attempt": attempt},
         )
-        delay = self._retry_backoff(provider).delay(attempt, self.rng)
+        delay = self._retry_backoff(provider).delay(attempt, self.rng, retry_after=exc.retry_after)
         return StepResult(delay, "read failed")
 
     async def apply(

@@ -140,8 +140,16 @@ class BatchRepository:
             rows = await conn.execute(select(batches).where(batches.c.id.in_(ids)))
             return [from_row(BatchRow, r) for r in rows.mappings()]
 
-    async def release(self, batch_id: str, *, worker: str, next_check_at: float | None) -> None:
-        """Give up a lease we hold and set when the batch is next due (None: never).
+    async def release(
+        self,
+        batch_id: str,
+        *,
+        worker: str,
+        next_check_at: float | None,
+        vendor_calls: int = 0,
+    ) -> None:
+        """Give up a lease we hold, set when the batch is next due (None: never) and add
+        the vendor calls the step made, in one write.
 
         A `mark_due` that landed while we held the lease (a webhook during the step)
         left `woken_at`: the batch is then due again at once, whatever the step said,
@@ -166,6 +174,7 @@ class BatchRepository:
                     lease_expires_at=None,
                     next_check_at=next_check_at,
                     woken_at=None,
+                    vendor_calls=batches.c.vendor_calls + vendor_calls,
                 )
             )
 

@@ -36,19 +36,13 @@ class NewEstimate:
     tokenizer: str
 
 
-@dataclass(frozen=True)
-class EstimateRow:
-    batch_key: str
+@dataclass(frozen=True, kw_only=True)
+class EstimateRow(NewEstimate):
+    """A stored estimate, with the batch it became (if it was created)."""
+
     batch_id: str | None  # None: the batch was never created
     attempt: int | None
     state: str | None
-    requests: int
-    input_tokens: int
-    output_tokens: int
-    uncapped: int
-    cost_usd: float | None
-    list_cost_usd: float | None
-    tokenizer: str
 
 
 @dataclass(frozen=True)

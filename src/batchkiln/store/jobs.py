@@ -182,37 +182,19 @@ class JobRepository:
     ) -> list[str]:
         ids = []
         for nb in new_batches:
-            batch_id = new_id("bat")
+            batch_id = await insert_batch(
+                conn,
+                job_id=job_id,
+                parent_id=None,
+                key=nb.key,
+                tag=nb.tag,
+                shard=nb.shard,
+                attempt=1,
+                request_count=nb.stop - nb.start,
+                wire_bytes=nb.wire_bytes,
+                now=now,
+            )
             ids.append(batch_id)
-            await conn.execute(
-                insert(batches).values(
-                    id=batch_id,
-                    job_id=job_id,
-                    parent_id=None,
-                    key=nb.key,
-                    tag=nb.tag,
-                    shard=nb.shard,
-                    attempt=1,
-                    **initial_state(BATCHES),
-                    request_count=nb.stop - nb.start,
-                    wire_bytes=nb.wire_bytes,
-                    submit_attempts=0,
-                    check_attempt=0,
-                    vendor_calls=0,
-                    next_check_at=now,
-                    created_at=now,
-                    updated_at=now,
-                )
-            )
-            await conn.execute(
-                insert(idempotency_keys).values(
-                    key=nb.key,
-                    scope="batch",
-                    target_id=batch_id,
-                    fingerprint=nb.tag,
-                    created_at=now,
-                )
-            )
             await append_event(
                 conn,
                 at=now,
@@ -278,10 +260,62 @@ class JobRepository:
             raise NotFound(f"no job with id or key {job_id_or_key!r}")
         return from_row(JobRow, row)
 
+    async def many(self, job_ids: Iterable[str]) -> dict[str, JobRow]:
+        """Several Jobs by id, in one query."""
+        wanted = sorted(set(job_ids))
+        if not wanted:
+            return {}
+        async with self._engine.connect() as conn:
+            rows = await conn.execute(select(jobs).where(jobs.c.id.in_(wanted)))
+            return {r["id"]: from_row(JobRow, r) for r in rows.mappings()}
+
     async def list(self, *, limit: int = 50) -> list[JobRow]:
         async with self._engine.connect() as conn:
             rows = await conn.execute(select(jobs).order_by(jobs.c.created_at.desc()).limit(limit))
             return [from_row(JobRow, r) for r in rows.mappings()]
+
+
+async def insert_batch(
+    conn: AsyncConnection,
+    *,
+    job_id: str,
+    parent_id: str | None,
+    key: str,
+    tag: str,
+    shard: int,
+    attempt: int,
+    request_count: int,
+    wire_bytes: int,
+    now: float,
+) -> str:
+    """A new batch row in its initial state, due now, with its key row; returns its id."""
+    batch_id = new_id("bat")
+    await conn.execute(
+        insert(batches).values(
+            id=batch_id,
+            job_id=job_id,
+            parent_id=parent_id,
+            key=key,
+            tag=tag,
+            shard=shard,
+            attempt=attempt,
+            **initial_state(BATCHES),
+            request_count=request_count,
+            wire_bytes=wire_bytes,
+            submit_attempts=0,
+            check_attempt=0,
+            vendor_calls=0,
+            next_check_at=now,
+            created_at=now,
+            updated_at=now,
+        )
+    )
+    await conn.execute(
+        insert(idempotency_keys).values(
+            key=key, scope="batch", target_id=batch_id, fingerprint=tag, created_at=now
+        )
+    )
+    return batch_id
 
 
 async def settle_job(

@@ -23,10 +23,10 @@ from batchkiln.clock import Clock
 from batchkiln.lifecycle import Event, JobEvent, JobState, State
 from batchkiln.store.audit import append_event
 from batchkiln.store.database import insert_ignoring_duplicates
-from batchkiln.store.jobs import KEY_RETENTION_SECONDS, new_id, settle_job
+from batchkiln.store.jobs import KEY_RETENTION_SECONDS, insert_batch, settle_job
 from batchkiln.store.rows import BatchRow, RequestRow, from_row
 from batchkiln.store.tables import batches, costs, idempotency_keys, jobs, requests, results
-from batchkiln.store.transitions import BATCHES, JOBS, initial_state, move
+from batchkiln.store.transitions import BATCHES, JOBS, move
 
 _CHUNK = 1000
 
@@ -255,35 +255,17 @@ class Ledger:
         now: float,
         worker: str | None,
     ) -> str:
-        child_id = new_id("bat")
-        await conn.execute(
-            insert(batches).values(
-                id=child_id,
-                job_id=parent.job_id,
-                parent_id=parent.id,
-                key=child.key,
-                tag=child.tag,
-                shard=parent.shard,
-                attempt=child.attempt,
-                **initial_state(BATCHES),
-                request_count=len(child.seqs),
-                wire_bytes=child.wire_bytes,
-                submit_attempts=0,
-                check_attempt=0,
-                vendor_calls=0,
-                next_check_at=now,
-                created_at=now,
-                updated_at=now,
-            )
-        )
-        await conn.execute(
-            insert(idempotency_keys).values(
-                key=child.key,
-                scope="batch",
-                target_id=child_id,
-                fingerprint=child.tag,
-                created_at=now,
-            )
+        child_id = await insert_batch(
+            conn,
+            job_id=parent.job_id,
+            parent_id=parent.id,
+            key=child.key,
+            tag=child.tag,
+            shard=parent.shard,
+            attempt=child.attempt,
+            request_count=len(child.seqs),
+            wire_bytes=child.wire_bytes,
+            now=now,
         )
         seqs = list(child.seqs)
         for start in range(0, len(seqs), _CHUNK):
