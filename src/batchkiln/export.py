@@ -6,10 +6,15 @@ line, with the user's custom_id put back).
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+import errno
+import os
+import stat
+import tempfile
+from collections.abc import AsyncIterator, Iterator
+from contextlib import contextmanager, suppress
 from enum import StrEnum
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 import orjson
 
@@ -56,12 +61,59 @@ async def iter_results(
 async def write_results(
     store: Store, job_ref: str, path: Path, fmt: ExportFormat = ExportFormat.FLAT
 ) -> int:
-    """Write the export as JSONL to `path` (atomically: a temp file, then rename)."""
-    tmp = path.with_name(path.name + ".part")
+    """Write the export as JSONL to `path`, by what is there (see `open_target`):
+    a new path or a regular file is replaced atomically (a temp file beside it, then a
+    rename), a symlink is written through to its target (the link stays), a FIFO or a
+    character device is written directly. The job is looked up first, and no temp file
+    is left behind on any failure."""
+    job = await store.jobs.get(job_ref)  # unknown job: NotFound before anything is touched
+    with open_target(path) as out:
+        return await write_stream(store, job.id, out, fmt)
+
+
+async def write_stream(store: Store, job_ref: str, out: BinaryIO, fmt: ExportFormat) -> int:
+    """Write the export as JSONL to an open binary stream (`kiln results -o -`: stdout)."""
     count = 0
-    with tmp.open("wb") as out:
-        async for item in iter_results(store, job_ref, fmt):
-            out.write(orjson.dumps(item) + b"\n")
-            count += 1
-    tmp.replace(path)
+    async for item in iter_results(store, job_ref, fmt):
+        out.write(orjson.dumps(item) + b"\n")
+        count += 1
+    out.flush()
     return count
+
+
+@contextmanager
+def open_target(path: Path) -> Iterator[BinaryIO]:
+    """A binary stream onto `path` that never turns a special file into a regular one."""
+    target = Path(os.path.realpath(path))  # a symlink (or a chain) is written through
+    try:
+        mode = target.stat().st_mode
+    except FileNotFoundError:
+        mode = None
+    if mode is not None and stat.S_ISDIR(mode):
+        raise IsADirectoryError(errno.EISDIR, "is a directory, not a file", str(path))
+    if mode is not None and (stat.S_ISFIFO(mode) or stat.S_ISCHR(mode)):
+        with target.open("wb") as direct:  # a pipe or a device: its reader gets the bytes
+            yield direct
+        return
+    if mode is not None and not stat.S_ISREG(mode):  # block device, socket, ...
+        raise OSError(errno.EINVAL, "not a regular file, FIFO or character device", str(path))
+    # mkstemp: a unique name (no fixed `.part` to collide on), mode 0600 until chmod
+    fd, temp = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".part")
+    try:
+        with os.fdopen(fd, "wb") as out:
+            os.fchmod(out.fileno(), stat.S_IMODE(mode) if mode else _default_file_mode())
+            yield out
+            out.flush()
+            os.fsync(out.fileno())
+        os.replace(temp, target)
+    except BaseException:
+        with suppress(FileNotFoundError):
+            os.unlink(temp)
+        raise
+
+
+def _default_file_mode() -> int:
+    """0666 less the process umask: what `open(path, "w")` would have made."""
+    umask = os.umask(0o022)
+    os.umask(umask)
+    return 0o666 & ~umask

@@ -109,7 +109,7 @@ STATE_INFO: dict[State, StateInfo] = {
         "every request succeeded", "-", "download", "yes, batch price", terminal_at_vendor=True
     ),
     State.PARTIAL: StateInfo(
-        "some succeeded, some failed",
+        "some succeeded, some failed (a batch that ran with 0 succeeded too)",
         "-",
         "download; retry retryable failures as a child batch, new key",
         "succeeded ones only",
@@ -117,9 +117,9 @@ STATE_INFO: dict[State, StateInfo] = {
         retry_path=True,
     ),
     State.FAILED: StateInfo(
-        "vendor rejected the batch or nothing succeeded",
+        "the vendor rejected the batch as a whole (validation, auth, a bad file)",
         "-",
-        "read errors, fix input; no blind retry",
+        "read errors, fix input; no blind retry (a transient rejection goes again as a child)",
         "no",
         terminal_at_vendor=True,
     ),

@@ -64,6 +64,11 @@ class Settings(BaseSettings):
     prices_file: Path | None = Field(
         None, description="a JSON price table overlaid on the shipped one"
     )
+    webhook_max_body_bytes: int = Field(
+        1_000_000,
+        ge=1,
+        description="largest webhook body the receiver reads; bigger ones get 413 unread",
+    )
     simulator_faults: str = Field(
         "", description="faults for the in-process simulator (see `kiln simulator --help`)"
     )

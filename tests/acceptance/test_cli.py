@@ -148,3 +148,24 @@ def test_config_prints_the_effective_settings_with_secrets_masked(
     assert shown["OPENAI_API_KEY"] == "****" and shown["KILN_BUDGET_USD"] == "25.0"
     assert shown["KILN_DATABASE_URL"] == "postgresql://kiln:***@db.internal/kiln"
     assert "sk-very-secret" not in result.output and "hunter2" not in result.output
+
+
+def test_a_key_shaped_like_a_job_id_is_refused_and_never_lands_on_that_job(
+    tmp_path: Path,
+) -> None:
+    """`submit --key <another job's id>` is refused (exit 2, one line); status by that
+    id still shows the job that owns it."""
+    path = write_requests(tmp_path / "in.jsonl", 2)
+    first = runner.invoke(
+        app, ["submit", str(path), "-p", "simulator", "-m", "gpt-4o-mini", "--json"]
+    )
+    job_id = str(_json(first.stdout)["job_id"])
+    other = write_requests(tmp_path / "other.jsonl", 3, prefix="o")
+    refused = runner.invoke(
+        app, ["submit", str(other), "-p", "simulator", "-m", "gpt-4o-mini", "--key", job_id]
+    )
+    assert refused.exit_code == 2
+    assert "reserved for batchkiln's own ids" in refused.stderr
+    assert "Traceback" not in refused.output
+    shown = runner.invoke(app, ["status", job_id, "--json"])
+    assert _json(shown.stdout)["job_id"] == job_id and _json(shown.stdout)["requests"] == 2

@@ -17,9 +17,14 @@ def test_the_limit_is_read_from_the_vendor_message() -> None:
 
 
 def test_only_the_enqueued_token_rejection_is_transient() -> None:
-    """token_limit_exceeded (first or any listed error) is transient; a bad line is not."""
+    """token_limit_exceeded (when every listed reason is it) is transient; a bad line is not."""
     assert transient_code({"code": "token_limit_exceeded"}) == "token_limit_exceeded"
-    listed = {"code": "x", "errors": [{"code": "token_limit_exceeded"}]}
+    listed = {"code": "token_limit_exceeded", "errors": [{"code": "token_limit_exceeded"}]}
     assert transient_code(listed) == "token_limit_exceeded"
+    mixed = {
+        "code": "token_limit_exceeded",
+        "errors": [{"code": "token_limit_exceeded"}, {"code": "invalid_json_line"}],
+    }
+    assert transient_code(mixed) is None
     assert transient_code({"code": "invalid_json_line"}) is None
     assert transient_code(None) is None

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import sys
 from contextlib import AbstractAsyncContextManager
+from enum import StrEnum
 from importlib.metadata import version as _version
 from pathlib import Path
 from typing import Annotated, Any
@@ -21,8 +22,8 @@ from batchkiln.costs.report import submitted_estimate
 from batchkiln.engine.kiln import JobStatus
 from batchkiln.engine.policy import JobOptions, RetryPolicy
 from batchkiln.errors import BudgetExceeded, ConfigError
-from batchkiln.export import ExportFormat, write_results
-from batchkiln.intake import InputError, KeyConflict, validate_file
+from batchkiln.export import ExportFormat, write_results, write_stream
+from batchkiln.intake import InputError, InvalidKey, KeyConflict, validate_file
 from batchkiln.providers import wire_format
 from batchkiln.settings import Settings
 from batchkiln.store import NotFound
@@ -275,34 +276,61 @@ def watch(job: Annotated[str, typer.Argument(help="Job id or key.")]) -> None:
 @app.command()
 def results(
     job: Annotated[str, typer.Argument(help="Job id or key.")],
-    output: Annotated[Path, typer.Option("-o", "--output", help="JSONL file to write.")] = Path(
-        "results.jsonl"
-    ),
+    output: Annotated[
+        Path,
+        typer.Option(
+            "-o",
+            "--output",
+            help="JSONL file to write ('-': stdout). A file is replaced atomically; a"
+            " symlink is written through to its target; a FIFO or device is written to.",
+        ),
+    ] = Path("results.jsonl"),
     fmt: Annotated[
         ExportFormat, typer.Option("--format", help="flat or vendor.")
     ] = ExportFormat.FLAT,
 ) -> None:
     """Write one line per request, in input order, under your custom_ids."""
+    to_stdout = str(output) == "-"
 
     async def go() -> int:
         async with open_app() as rt:
+            if to_stdout:
+                job_id = (await rt.kiln.store.jobs.get(job)).id
+                return await write_stream(rt.kiln.store, job_id, sys.stdout.buffer, fmt)
             return await write_results(rt.kiln.store, job, output, fmt)
 
     count = run_command(go)
-    console.print(f"wrote {count} results to {output}")
+    (err if to_stdout else console).print(
+        f"wrote {count} results to {'stdout' if to_stdout else output}"
+    )
+
+
+class RetryClass(StrEnum):
+    RETRYABLE = "retryable"
+    ACCOUNT = "account"
 
 
 @app.command()
 def retry(
     job: Annotated[str, typer.Argument(help="Job id or key.")],
     wait: Annotated[bool, typer.Option("--wait", help="Drive the retry here until done.")] = False,
+    classes: Annotated[
+        list[RetryClass] | None,
+        typer.Option(
+            "--class",
+            help="Failure class to resubmit (repeatable): retryable (default), or account"
+            " (credit, quota or billing failures, held until you fix the account).",
+        ),
+    ] = None,
 ) -> None:
-    """Retry a Job's retryable failures as child batches with new keys (for jobs whose
-    automatic retry is off). Running it twice starts nothing twice."""
+    """Retry a Job's waiting failures as child batches with new keys: retryable ones
+    (for jobs whose automatic retry is off), or with --class account the requests held
+    by an account failure, after a top-up. Running it twice starts nothing twice."""
+    wanted = [c.value for c in classes or [RetryClass.RETRYABLE]]
 
     async def go() -> tuple[list[str], JobStatus]:
         async with open_app() as rt:
-            created = await rt.kiln.retry(job)
+            created = await rt.kiln.retry(job, wanted)
             if wait and created:
                 return created, await drive(rt, job)
             if created:
@@ -322,7 +350,7 @@ def run_command(factory: Any) -> Any:
         return asyncio.run(factory())
     except InputError as exc:
         raise fail(str(exc), 2) from None
-    except KeyConflict as exc:
+    except (KeyConflict, InvalidKey, ConfigError) as exc:
         raise fail(str(exc), 2) from None
     except NotFound as exc:
         raise fail(str(exc), 2) from None

@@ -71,7 +71,12 @@ def worker(
                 from batchkiln.service.serve import serving
                 from batchkiln.service.webhooks import DEFAULT_PATH, webhook_app
 
-                receiver = webhook_app(kiln.store, secrets, on_due=loop.wake)
+                receiver = webhook_app(
+                    kiln.store,
+                    secrets,
+                    on_due=loop.wake,
+                    max_body_bytes=rt.settings.webhook_max_body_bytes,
+                )
                 url = await stack.enter_async_context(
                     serving(receiver, host=webhook_host, port=webhook_port)
                 )

@@ -19,11 +19,11 @@ from __future__ import annotations
 import re
 from collections.abc import Mapping
 
+from batchkiln.providers.base import FailureClass
 from batchkiln.store import BatchRow, JobRow, Store
 
-# Batch-level rejections the vendor calls transient (the "redteam" helper marks the
-# same code transient in providers/failures.py; this is the engine's side).
-TRANSIENT_REJECTIONS = frozenset({"token_limit_exceeded"})
+# Which batch-level rejections are transient is decided in providers/failures.py
+# (`classify_batch_errors`); this module is the engine's side of it.
 HOLD_SECONDS = 60.0  # how often a held batch looks for capacity again (vendor seconds)
 MAX_TRANSIENT_REJECTIONS = 10  # then the requests end `exhausted`, not another child
 WAITING = "waiting for enqueued-token capacity"
@@ -32,13 +32,18 @@ _LIMIT = re.compile(r"Limit:\s*([\d,_]+)")
 
 
 def transient_code(error: object) -> str | None:
-    """The transient rejection code of a batch's recorded error, if it is one."""
-    if isinstance(error, Mapping):
-        codes = [error.get("code")]
-        codes += [e.get("code") for e in error.get("errors") or [] if isinstance(e, Mapping)]
-        for code in codes:
-            if code in TRANSIENT_REJECTIONS:
-                return str(code)
+    """The transient rejection code of a batch's recorded error, if the vendor's
+    rejection is transient (every reason it gave is: `classify_batch_errors`)."""
+    # imported here: failures.py loads the vendor SDKs, which the engine otherwise
+    # leaves to the first vendor call
+    from batchkiln.providers.failures import classify_batch_errors
+
+    if not isinstance(error, Mapping):
+        return None
+    listed = [e.get("code") for e in error.get("errors") or [] if isinstance(e, Mapping)]
+    codes = [str(c) for c in (listed or [error.get("code")]) if c]
+    if codes and classify_batch_errors(codes) == FailureClass.RETRYABLE:
+        return codes[0]
     return None
 
 

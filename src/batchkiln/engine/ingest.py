@@ -254,6 +254,8 @@ class Ingestor:
                     retry.append(seq)  # goes again once capacity frees; no attempt used
                 else:
                     outcomes[seq] = "exhausted"
+            elif result is not None and result.failure == FailureClass.ACCOUNT and not stopped:
+                continue  # held, no final outcome: `kiln retry --class account` after a top-up
             elif stopped and (result is None or result.outcome == Outcome.CANCELLED):
                 outcomes[seq] = "cancelled"
             elif not retryable:
@@ -355,6 +357,8 @@ def _result_row(batch: BatchRow, seq: int, line: ResultLine) -> dict[str, Any]:
         "input_tokens": line.usage.input_tokens,
         "cached_input_tokens": line.usage.cached_input_tokens,
         "output_tokens": line.usage.output_tokens,
+        "cache_write_5m_tokens": line.usage.cache_write_5m_tokens,
+        "cache_write_1h_tokens": line.usage.cache_write_1h_tokens,
         "billed": 1 if line.billed else 0,
         "raw": line.raw,
     }

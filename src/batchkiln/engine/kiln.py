@@ -9,7 +9,7 @@ from __future__ import annotations
 import os
 import random
 import socket
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Collection, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -28,8 +28,9 @@ from batchkiln.engine.submission import Submitter
 from batchkiln.engine.tracking import Tracker
 from batchkiln.errors import ProviderNotConfigured
 from batchkiln.intake import batch_tag, derive_batch_key, iter_requests, job_key, validate_file
+from batchkiln.intake.keys import check_user_key
 from batchkiln.lifecycle import ENDED_AT_VENDOR, LIVE_AT_VENDOR, JobState, State
-from batchkiln.providers.base import Provider, VendorError
+from batchkiln.providers.base import FailureClass, Provider, VendorError
 from batchkiln.providers.counted import CountedProvider
 from batchkiln.store import BatchRow, JobRow, NewBatch, StaleTransition, Store
 
@@ -150,6 +151,8 @@ class Kiln:
         every bad line, a Job over a budget raises BudgetExceeded (with the
         estimate), and a valid one becomes not_submitted batches."""
         wire = self.provider(provider).name  # the wire format: "openai" or "anthropic"
+        if key is not None:
+            check_user_key(key)  # a bad key stops before the file is read
         # Pass 1: validate, fingerprint, plan and estimate in one streaming read.
         estimator = FileEstimator(wire)
         summary = validate_file(
@@ -406,16 +409,28 @@ class Kiln:
                 await self.store.batches.add_vendor_calls(batch.id, counted.calls)
         return reports
 
-    async def retry(self, job_ref: str) -> list[str]:
-        """Start the retry children of a Job whose automatic retry is off: one per done
-        batch with failures waiting. Idempotent: a child whose key exists is not made
-        again. Returns the ids of the children created now."""
+    async def retry(
+        self, job_ref: str, classes: Collection[FailureClass | str] = (FailureClass.RETRYABLE,)
+    ) -> list[str]:
+        """Start the retry children of a Job's waiting failures of `classes` (retryable
+        ones when automatic retry is off; `account` ones, held after a credit or quota
+        failure, once the account is fixed): one per done batch with failures waiting.
+        Idempotent: a child whose key exists is not made again. Returns the ids of the
+        children created now. An account failure is not the request's fault, so its
+        retry is not bounded by max_attempts."""
         job = await self.store.jobs.get(job_ref)
         policy = JobOptions.load(job.options).retry
+        wanted = [FailureClass(c).value for c in classes]
         created = []
-        for parent_id, seqs in (await self.store.ledger.awaiting_retry(job.id)).items():
+        waiting = await self.store.ledger.awaiting_retry(job.id, wanted)
+        uncapped: dict[str, list[int]] = {}
+        if FailureClass.ACCOUNT.value in wanted:
+            uncapped = await self.store.ledger.awaiting_retry(job.id, [FailureClass.ACCOUNT])
+        for parent_id, seqs in waiting.items():
             parent = await self.store.batches.get(parent_id)
             if parent.attempt >= policy.max_attempts:
+                seqs = uncapped.get(parent_id, [])
+            if not seqs:
                 continue
             child = retry_child(job, parent, seqs)
             vendor = self.provider(job.provider).name

@@ -13,6 +13,7 @@
 from __future__ import annotations
 
 import hashlib
+import re
 from collections.abc import Iterable, Mapping
 from typing import Any
 
@@ -68,9 +69,29 @@ def fingerprint(
     return content.hexdigest(provider=provider, model=model, endpoint=endpoint)
 
 
+# Ids and keys share the commands' JOB argument (`kiln status JOB`), so a user key may
+# not look like an id (`job_...`, `bat_...`, see store.jobs.new_id) nor like a derived
+# batch key (`<key>:shard<n>:attempt<m>`, which shares the key table): no key can ever
+# name another job's row.
+RESERVED_PREFIXES = ("job_", "bat_")
+_DERIVED_SUFFIX = re.compile(r":shard\d+:attempt\d+$")
+
+
 def check_user_key(key: str) -> str:
-    """The key, if it is 1-255 printable ASCII characters (space to tilde); else InvalidKey."""
+    """The key, if it is 1-255 printable ASCII characters (space to tilde) and not shaped
+    like an id or a derived batch key; else InvalidKey."""
     shown = repr(key[:40]) + ("..." if len(key) > 40 else "")
+    for prefix in RESERVED_PREFIXES:
+        if key.startswith(prefix):
+            raise InvalidKey(
+                f"idempotency key {shown} starts with {prefix!r}, which is reserved for"
+                " batchkiln's own ids: choose a key that does not"
+            )
+    if _DERIVED_SUFFIX.search(key):
+        raise InvalidKey(
+            f"idempotency key {shown} ends like a derived batch key (':shard<n>:attempt<m>'),"
+            " which is reserved: choose a key that does not"
+        )
     if not key:
         raise InvalidKey("idempotency key is empty: use 1-255 printable ASCII characters")
     if len(key) > MAX_USER_KEY:

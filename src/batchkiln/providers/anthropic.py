@@ -65,10 +65,10 @@ ENDED_TABLE: tuple[tuple[str, Callable[[EndedCounts], bool], State], ...] = (
     ("some expired", lambda c: c.expired > 0, State.EXPIRED),
     # Every request succeeded (an empty batch too).
     ("all succeeded", lambda c: c.succeeded == c.total, State.COMPLETED),
-    # Some succeeded; the rest errored (or were canceled by the vendor, not by us).
-    ("some succeeded", lambda c: c.succeeded > 0, State.PARTIAL),
-    # Nothing succeeded: every request errored (or was canceled by the vendor).
-    ("none succeeded", lambda c: True, State.FAILED),
+    # It ran, and some (maybe none) succeeded; the rest errored (or were canceled by the
+    # vendor, not by us). Never `failed`: Anthropic has no whole-batch rejection once a
+    # batch exists (a bad create is refused by the create call).
+    ("some errored", lambda c: True, State.PARTIAL),
 )
 
 
@@ -114,16 +114,22 @@ def _map(value: Any) -> Mapping[str, Any]:
 
 def usage_of(message: Mapping[str, Any]) -> Usage:
     """Token usage of a Message. Anthropic counts cache reads and writes apart from
-    `input_tokens`; ours includes them (cache writes are priced as fresh input)."""
+    `input_tokens`; ours includes them, and keeps the writes by cache lifetime (priced
+    1.25x and 2x input, see costs/prices.json). Without the `cache_creation` split
+    (older replies) a write is a 5-minute one, the API's default lifetime."""
     usage = message.get("usage")
     if not isinstance(usage, Mapping):
         return Usage()
     cached = _int(usage.get("cache_read_input_tokens"))
     written = _int(usage.get("cache_creation_input_tokens"))
+    split = _map(usage.get("cache_creation"))
+    one_hour = min(written, _int(split.get("ephemeral_1h_input_tokens")))
     return Usage(
         input_tokens=_int(usage.get("input_tokens")) + cached + written,
         cached_input_tokens=cached,
         output_tokens=_int(usage.get("output_tokens")),
+        cache_write_5m_tokens=written - one_hour,
+        cache_write_1h_tokens=one_hour,
     )
 
 
@@ -159,16 +165,13 @@ def parse_line(raw: bytes) -> ResultLine:
         return ResultLine(custom_id, Outcome.CANCELLED, failure=FailureClass.RETRYABLE, raw=raw)
     inner = _map(_map(result.get("error")).get("error"))
     type_ = inner.get("type") if kind == "errored" else f"unknown_result_{kind}"
+    message = inner.get("message") or ""
     return ResultLine(
         custom_id,
         Outcome.ERRORED,
         raw=raw,
-        error={
-            "code": type_ or "unknown_error",
-            "message": inner.get("message") or "",
-            "type": type_,
-        },
-        failure=classify_anthropic(type_),
+        error={"code": type_ or "unknown_error", "message": message, "type": type_},
+        failure=classify_anthropic(type_, message),
     )
 
 

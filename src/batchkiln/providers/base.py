@@ -32,8 +32,13 @@ class Outcome(StrEnum):
 
 
 class FailureClass(StrEnum):
-    RETRYABLE = "retryable"
-    PERMANENT = "permanent"
+    """How a failed request may go again (README, "Failure classes")."""
+
+    RETRYABLE = "retryable"  # transient: goes into a retry child automatically
+    PERMANENT = "permanent"  # the request itself is wrong: never resent
+    # The account is the problem (credit balance, quota, billing): resending now fails
+    # the same way, so never automatically; `kiln retry JOB --class account` after a top-up.
+    ACCOUNT = "account"
 
 
 @dataclass(frozen=True)
@@ -88,9 +93,15 @@ class VendorBatch:
 
 @dataclass(frozen=True)
 class Usage:
+    """Billed tokens of one request. `input_tokens` counts every input token, cache
+    reads (`cached_input_tokens`) and cache writes (Anthropic: 5-minute and 1-hour
+    ones, billed above the input price) included."""
+
     input_tokens: int = 0
     cached_input_tokens: int = 0
     output_tokens: int = 0
+    cache_write_5m_tokens: int = 0
+    cache_write_1h_tokens: int = 0
 
 
 @dataclass(frozen=True)

@@ -6,7 +6,11 @@ Two questions, answered by tables:
   `errored` result): may it go into a retry batch? `classify_openai` and
   `classify_anthropic` look the vendor's code up in the vendor's table, then
   fall back to the HTTP status: unknown codes are retryable at >= 500 and
-  permanent below (or with no status at all).
+  permanent below (or with no status at all). Status 0 is no HTTP response at
+  all (the request never got an answer): retryable. Account conditions (credit,
+  quota, billing) are their own class, `account`: held for a manual retry.
+* A whole *batch* was failed by the vendor: `classify_batch_errors` tells a
+  transient rejection (OpenAI's enqueued-token limit) from a bad input.
 * A *call* failed (create, retrieve, list, ...): may the same call be repeated,
   and is a create's effect unknown? `vendor_error` maps the SDK exception to
   `VendorError` / `AmbiguousOutcome`, with the server's retry-after.
@@ -15,7 +19,7 @@ Two questions, answered by tables:
 from __future__ import annotations
 
 import time
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from email.utils import parsedate_to_datetime
 from typing import Any
 
@@ -28,12 +32,18 @@ from batchkiln.providers.base import AmbiguousOutcome, FailureClass, VendorError
 
 RETRYABLE = FailureClass.RETRYABLE
 PERMANENT = FailureClass.PERMANENT
+ACCOUNT = FailureClass.ACCOUNT
+
+# An OpenAI error-file line with `status_code: 0` (and an empty body) had no HTTP
+# response at all: a transient failure on the vendor's side (real payload tr-016).
+NO_RESPONSE = 0
 
 # HTTP statuses both vendors use; anything else: >= 500 retryable, else permanent.
 STATUS_CLASSES: dict[int, FailureClass] = {
+    NO_RESPONSE: RETRYABLE,  # no HTTP response at all
     400: PERMANENT,  # invalid request
     401: PERMANENT,  # bad credentials
-    402: PERMANENT,  # billing
+    402: ACCOUNT,  # payment required
     403: PERMANENT,  # not allowed
     404: PERMANENT,  # no such model / resource
     408: RETRYABLE,  # request timeout
@@ -62,7 +72,9 @@ OPENAI_CODES: dict[str, FailureClass] = {
     "model_not_found": PERMANENT,
     "not_found_error": PERMANENT,
     "invalid_api_key": PERMANENT,
-    "insufficient_quota": PERMANENT,  # a 429 that waiting does not fix
+    "insufficient_quota": ACCOUNT,  # a 429 that waiting does not fix; a top-up does
+    "billing_hard_limit_reached": ACCOUNT,
+    "billing_not_active": ACCOUNT,
 }
 
 # Anthropic `error.error.type` of an errored result (no HTTP status in results).
@@ -74,7 +86,7 @@ ANTHROPIC_TYPES: dict[str, FailureClass] = {
     "conflict_error": RETRYABLE,
     "invalid_request_error": PERMANENT,
     "authentication_error": PERMANENT,
-    "billing_error": PERMANENT,
+    "billing_error": ACCOUNT,
     "permission_error": PERMANENT,
     "not_found_error": PERMANENT,
     "request_too_large": PERMANENT,
@@ -93,12 +105,50 @@ def classify(
     return STATUS_CLASSES.get(status, RETRYABLE if status >= 500 else PERMANENT)
 
 
-def classify_openai(code: str | None, type_: str | None, status: int | None) -> FailureClass:
+# Account conditions some vendors report under a generic type (Anthropic sends "Your
+# credit balance is too low ..." as `invalid_request_error`, real payload tr-030): read
+# from the message, lower-cased. Only phrases about money or quota, never about input.
+ACCOUNT_PHRASES: tuple[str, ...] = (
+    "credit balance is too low",
+    "purchase credits",
+    "exceeded your current quota",
+    "billing hard limit",
+    "check your plan and billing",
+)
+
+
+def is_account_message(message: str | None) -> bool:
+    text = (message or "").lower()
+    return any(phrase in text for phrase in ACCOUNT_PHRASES)
+
+
+def classify_openai(
+    code: str | None, type_: str | None, status: int | None, message: str | None = None
+) -> FailureClass:
+    if is_account_message(message):
+        return ACCOUNT
     return classify(OPENAI_CODES, code, type_, status=status)
 
 
-def classify_anthropic(type_: str | None) -> FailureClass:
+def classify_anthropic(type_: str | None, message: str | None = None) -> FailureClass:
+    if is_account_message(message):
+        return ACCOUNT
     return classify(ANTHROPIC_TYPES, type_)
+
+
+# OpenAI `errors.data[].code` of a batch the vendor failed as a whole. Every rejection
+# is about the input (fix it, no blind retry) except the enqueued-token limit: "try
+# again once some in_progress batches have been completed" (real payload tr-003).
+OPENAI_BATCH_CODES: dict[str, FailureClass] = {
+    "token_limit_exceeded": RETRYABLE,
+}
+
+
+def classify_batch_errors(codes: Sequence[str]) -> FailureClass:
+    """A failed batch is transient only when every reason the vendor gave is."""
+    if codes and all(OPENAI_BATCH_CODES.get(c) == RETRYABLE for c in codes):
+        return RETRYABLE
+    return PERMANENT
 
 
 # --- call failures -----------------------------------------------------------------

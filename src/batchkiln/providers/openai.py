@@ -47,11 +47,11 @@ STATUS_TABLE: dict[str, State | None] = {
 
 
 def completed_state(total: int, completed: int, failed: int) -> State:
-    """A `completed` batch by its counts (an all-failed batch still says `completed`)."""
+    """A `completed` batch by its counts. It ran, so it is never `failed` (the vendor's
+    rejection of the whole batch): one in which nothing succeeded is `partial` with 0
+    succeeded (real payload tr-001), and its retryable failures go to a child."""
     if total == 0 or (failed == 0 and completed > 0):
         return State.COMPLETED
-    if completed == 0:
-        return State.FAILED  # nothing succeeded
     return State.PARTIAL
 
 
@@ -147,17 +147,20 @@ def parse_line(raw: bytes) -> ResultLine:
             )
         err = _map(body.get("error"))
         code, type_ = err.get("code"), err.get("type")
+        message = err.get("message") or ""
+        if status == 0 and not code:  # no HTTP response at all (tr-016): transient
+            code, message = "no_response", message or "the request got no HTTP response"
         return ResultLine(
             custom_id,
             Outcome.ERRORED,
             raw=raw,
             error={
                 "code": code or type_ or f"http_{status}",
-                "message": err.get("message") or "",
+                "message": message,
                 "status": status,
                 "type": type_,
             },
-            failure=classify_openai(code, type_, status),
+            failure=classify_openai(code, type_, status, message),
         )
     err = _map(data.get("error"))
     code = err.get("code")
@@ -170,9 +173,8 @@ def parse_line(raw: bytes) -> ResultLine:
         return ResultLine(
             custom_id, Outcome.CANCELLED, error=error, failure=FailureClass.RETRYABLE, raw=raw
         )
-    return ResultLine(
-        custom_id, Outcome.ERRORED, error=error, failure=classify_openai(code, None, None), raw=raw
-    )
+    failure = classify_openai(code, None, None, error["message"])
+    return ResultLine(custom_id, Outcome.ERRORED, error=error, failure=failure, raw=raw)
 
 
 def input_filename(tag: str) -> str:

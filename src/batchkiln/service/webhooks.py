@@ -8,15 +8,24 @@ event type is never applied, so the order deliveries arrive in does not
 matter: each one only says "look again". Unknown batch ids are acknowledged
 and recorded, so the sender does not retry them for days.
 
+Nothing unverified is kept: the body is capped (`KILN_WEBHOOK_MAX_BODY_BYTES`, 1 MB by
+default), refused with 413 from its `Content-Length` or as soon as the stream passes the
+cap, before it is buffered; a rejected delivery is only counted (`Rejections`: a
+Prometheus counter by reason, and one log line with the reason truncated and escaped),
+never written to the append-only audit log, which only verified deliveries reach.
+
 Mount it in any ASGI server, or run it inside the worker with
 `kiln worker --webhook-port 8090` (see `service.serve`).
 """
 
 from __future__ import annotations
 
+import collections
+import logging
 from collections.abc import Callable, Sequence
 
 import orjson
+from prometheus_client import Counter
 from standardwebhooks import Webhook
 from starlette.applications import Starlette
 from starlette.requests import Request
@@ -29,6 +38,52 @@ from batchkiln.store import Store
 DEDUPE_SECONDS = 80 * 3600  # longer than OpenAI's and Standard Webhooks' ~75 h retry horizon
 BATCH_EVENTS = ("batch.completed", "batch.failed", "batch.expired", "batch.cancelled")
 DEFAULT_PATH = "/webhooks/openai"
+DEFAULT_MAX_BODY_BYTES = 1_000_000  # OpenAI's batch events are a few hundred bytes
+_REASON_CHARS = 120  # of a rejection reason in the log (it may quote attacker text)
+
+log = logging.getLogger("batchkiln.webhooks")
+REJECTED = Counter(
+    "kiln_webhook_rejections_total",
+    "Webhook deliveries refused before they reached the store, by reason",
+    ["reason"],
+)
+
+
+class Rejections:
+    """Refused deliveries, counted: by a fixed set of reasons (a bounded label set), in
+    this process and in the Prometheus registry, plus one log line each."""
+
+    REASONS = ("too_large", "bad_length", "signature", "not_an_event")
+
+    def __init__(self) -> None:
+        self.counts: collections.Counter[str] = collections.Counter()
+
+    def count(self, reason: str, detail: str) -> None:
+        self.counts[reason] += 1
+        REJECTED.labels(reason=reason).inc()
+        shown = detail[:_REASON_CHARS] + ("..." if len(detail) > _REASON_CHARS else "")
+        log.warning("webhook rejected (%s): %r", reason, shown)
+
+
+class BodyTooLarge(Exception):
+    pass
+
+
+async def read_capped(request: Request, limit: int) -> bytes:
+    """The body, read while it stays within `limit` bytes; BodyTooLarge as soon as the
+    declared length or the bytes received pass it (nothing beyond is buffered)."""
+    declared = request.headers.get("content-length")
+    if declared is not None:
+        if not declared.isdigit():
+            raise ValueError(f"Content-Length is not a number: {declared[:40]!r}")
+        if int(declared) > limit:
+            raise BodyTooLarge(f"Content-Length {declared} > {limit}")
+    body = bytearray()
+    async for chunk in request.stream():
+        body += chunk
+        if len(body) > limit:
+            raise BodyTooLarge(f"body passed {limit} bytes while streaming")
+    return bytes(body)
 
 
 def webhook_app(
@@ -37,9 +92,15 @@ def webhook_app(
     *,
     path: str = DEFAULT_PATH,
     on_due: Callable[[], None] | None = None,
+    max_body_bytes: int = DEFAULT_MAX_BODY_BYTES,
+    rejections: Rejections | None = None,
 ) -> Starlette:
     """An ASGI app receiving signed deliveries at `path`. `on_due` is called when a
-    delivery made a batch due (the worker passes its `wake`)."""
+    delivery made a batch due (the worker passes its `wake`); bodies over
+    `max_body_bytes` get 413; refusals are counted in `rejections` (also `app.state`)."""
+    if max_body_bytes < 1:
+        raise ValueError("max_body_bytes must be at least 1")
+    refused = rejections if rejections is not None else Rejections()
     if not secrets:
         raise ValueError("a webhook receiver needs at least one secret (OPENAI_WEBHOOK_SECRET)")
     for secret in secrets:
@@ -52,17 +113,26 @@ def webhook_app(
     accepted = list(secrets)
 
     async def receive(request: Request) -> JSONResponse:
-        body = await request.body()
+        try:
+            body = await read_capped(request, max_body_bytes)
+        except BodyTooLarge as exc:
+            refused.count("too_large", str(exc))
+            return JSONResponse(
+                {"error": f"body larger than {max_body_bytes} bytes"}, status_code=413
+            )
+        except ValueError as exc:
+            refused.count("bad_length", str(exc))
+            return JSONResponse({"error": "bad Content-Length"}, status_code=400)
         try:
             webhook_id = verify(body, request.headers, accepted, now=store.clock.now())
         except SignatureError as exc:
-            await store.audit.record("webhook.rejected", reason=str(exc))
+            refused.count("signature", str(exc))
             return JSONResponse({"error": str(exc)}, status_code=400)
         try:
             event = orjson.loads(body)
             event_type = str(event["type"])
         except (orjson.JSONDecodeError, KeyError, TypeError):
-            await store.audit.record("webhook.rejected", reason="signed, but not an event")
+            refused.count("not_an_event", "signed, but not an event")
             return JSONResponse({"error": "not an event payload"}, status_code=400)
         data = event.get("data")
         vendor_id = data.get("id") if isinstance(data, dict) else None
@@ -84,4 +154,6 @@ def webhook_app(
                 on_due()
         return JSONResponse({"ok": True, "duplicate": not fresh, "known": batch is not None})
 
-    return Starlette(routes=[Route(path, receive, methods=["POST"])])
+    app = Starlette(routes=[Route(path, receive, methods=["POST"])])
+    app.state.rejections = refused
+    return app

@@ -38,6 +38,12 @@ _ERRORS: dict[FailureKind, tuple[str, str]] = {
         "invalid_request_error",
         "prompt is too long: 210000 tokens > 200000 maximum",
     ),
+    # as Anthropic sends it (real payload tr-030): a billing condition under a generic type
+    "credit_balance": (
+        "invalid_request_error",
+        "Your credit balance is too low to access the Anthropic API. Please go to Plans &"
+        " Billing to upgrade or purchase credits.",
+    ),
 }
 
 

@@ -31,7 +31,7 @@ from batchkiln.simulator.anthropic_batches import AnthropicBatch
 from batchkiln.simulator.counters import Counters
 from batchkiln.simulator.errors import SimError, anthropic_error, openai_error
 from batchkiln.simulator.faults import BatchMatch, Budget, Faults
-from batchkiln.simulator.files import FileStore, Ids
+from batchkiln.simulator.files import SPOOL_ABOVE_BYTES, FileStore, Ids
 from batchkiln.simulator.gate import CUT_HEADER
 from batchkiln.simulator.openai_batches import EVENT_TYPES, OpenAIBatch, settle
 from batchkiln.simulator.webhooks import WebhookDispatcher, new_secret
@@ -82,13 +82,14 @@ class Simulator:
         webhook_secret: str | None = None,
         webhook_client: httpx.AsyncClient | None = None,
         signing_clock: Clock | None = None,
+        spool_above: int | None = SPOOL_ABOVE_BYTES,
     ) -> None:
         self.clock = SimClock(clock or SystemClock())
         self.seed = seed
         self.base_url = base_url.rstrip("/")
         self.counters = Counters()
         self.ids = Ids(seed)
-        self.files = FileStore()
+        self.files = FileStore(spool_above)  # bigger files go to a temporary directory
         self.openai_batches: dict[str, OpenAIBatch] = {}
         self.anthropic_batches: dict[str, AnthropicBatch] = {}
         self._overrides: list[tuple[str | Matcher, Faults, Budget]] = []

@@ -12,9 +12,10 @@ Per request (decided when the batch is created):
   `retryable_kinds` (`timeout`, `server_error`, `overloaded`).
 - `permanent_rate`: share of requests that fail permanently (`invalid_request`, a 400).
 - `fail_ids`: exact outcomes, custom_id -> kind (`timeout`, `server_error`, `overloaded`,
-  `invalid_request`). A key matches the wire custom_id or the part after the batch's
-  tag prefix (`"<tag>-r3"` matches `"r3"`). Each listed id fails in the first
-  `fail_ids_times` batches that contain it, then succeeds (0 = fails every time).
+  `invalid_request`, `credit_balance`: the account's credit or quota ran out). A key
+  matches the wire custom_id or the part after the batch's tag prefix (`"<tag>-r3"`
+  matches `"r3"`). Each listed id fails in the first `fail_ids_times` batches that
+  contain it, then succeeds (0 = fails every time).
 
 Per batch:
 - `reject_batch`: `"invalid_json_line"` or `"token_limit_exceeded"`: the OpenAI batch ends
@@ -56,7 +57,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Literal, Union, get_args, get_origin, get_type_hints
 
-FailureKind = Literal["timeout", "server_error", "overloaded", "invalid_request"]
+FailureKind = Literal["timeout", "server_error", "overloaded", "invalid_request", "credit_balance"]
 FAILURE_KINDS: tuple[str, ...] = get_args(FailureKind)
 RETRYABLE_KINDS: tuple[FailureKind, ...] = ("timeout", "server_error", "overloaded")
 DropMode = Literal["none", "cut", "500"]

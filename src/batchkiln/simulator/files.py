@@ -1,10 +1,19 @@
-"""OpenAI Files kept in memory, deterministic ids, and OpenAI-style cursor pages."""
+"""OpenAI Files, deterministic ids, and OpenAI-style cursor pages.
+
+A file's bytes stay in memory only while small (`SPOOL_ABOVE_BYTES`); bigger ones are
+spooled to a private temporary directory (removed with the store, or at exit), so a
+long standalone run or a bench holding many 50,000-line inputs and outputs stays small.
+"""
 
 from __future__ import annotations
 
+import shutil
+import tempfile
+import weakref
 from collections import Counter
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, TypeVar
 
 from batchkiln.simulator.model import short_id
@@ -21,6 +30,8 @@ PURPOSES = (
     "vision",
     "user_data",
 )
+
+SPOOL_ABOVE_BYTES = 64 * 1024  # a few hundred request lines; webhook-sized files stay put
 
 T = TypeVar("T")
 
@@ -44,10 +55,20 @@ class FileRecord:
     id: str
     filename: str
     purpose: str
-    content: bytes
+    content: bytes  # b"" once spooled: read the bytes with `read()`
     created_at: int
     expires_at: int | None
     deleted: bool = False
+    size: int = -1  # set from `content` when created
+    spooled: Path | None = field(default=None, repr=False)
+
+    def __post_init__(self) -> None:
+        if self.size < 0:
+            self.size = len(self.content)
+
+    def read(self) -> bytes:
+        """The file's bytes, from memory or from its spool file."""
+        return self.spooled.read_bytes() if self.spooled is not None else self.content
 
     def gone(self, now: float) -> bool:
         return self.deleted or (self.expires_at is not None and now >= self.expires_at)
@@ -56,7 +77,7 @@ class FileRecord:
         return {
             "id": self.id,
             "object": "file",
-            "bytes": len(self.content),
+            "bytes": self.size,
             "created_at": self.created_at,
             "expires_at": self.expires_at,
             "filename": self.filename,
@@ -67,14 +88,37 @@ class FileRecord:
 
 
 class FileStore:
-    """Files by id, in upload order."""
+    """Files by id, in upload order; contents above `spool_above` bytes live on disk
+    (None: everything in memory)."""
 
-    def __init__(self) -> None:
+    def __init__(self, spool_above: int | None = SPOOL_ABOVE_BYTES) -> None:
         self._files: dict[str, FileRecord] = {}
+        self.spool_above = spool_above
+        self._dir: Path | None = None
 
     def add(self, record: FileRecord) -> FileRecord:
+        if self.spool_above is not None and record.size > self.spool_above:
+            path = self._spool_dir() / record.id
+            path.write_bytes(record.content)
+            record.spooled, record.content = path, b""
         self._files[record.id] = record
         return record
+
+    def _spool_dir(self) -> Path:
+        if self._dir is None:
+            self._dir = Path(tempfile.mkdtemp(prefix="kiln-sim-files-"))
+            # removed when the store goes away, or at interpreter exit at the latest
+            self._cleanup = weakref.finalize(self, shutil.rmtree, self._dir, True)
+        return self._dir
+
+    def close(self) -> None:
+        """Remove the spool directory now (the store must not be used after)."""
+        if self._dir is not None:
+            self._cleanup()
+
+    def memory_bytes(self) -> int:
+        """Bytes of file content held in memory (the rest is spooled)."""
+        return sum(len(f.content) for f in self._files.values())
 
     def get(self, file_id: str, now: float) -> FileRecord | None:
         record = self._files.get(file_id)

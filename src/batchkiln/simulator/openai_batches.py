@@ -256,6 +256,15 @@ def _failure_line(
                 "code": "context_length_exceeded",
             }
         status = 400
+    elif kind == "credit_balance":
+        status = 429
+        err = {
+            "message": "You exceeded your current quota, please check your plan and billing"
+            " details.",
+            "type": "insufficient_quota",
+            "param": None,
+            "code": "insufficient_quota",
+        }
     elif kind == "overloaded":
         status = 503
         err = {
@@ -341,6 +350,9 @@ def settle(b: OpenAIBatch, files: FileStore, now: float) -> bool:
         return True
     created = int(tl.ended_at())
     out, err = result_lines(b)
+    # the request bodies were needed for the results only (the input file keeps them);
+    # the ids and line numbers stay, for whoever inspects the batch
+    b.lines = [InputLine(ln.custom_id, None, ln.line) for ln in b.lines]
     for kind, lines in (("output", out), ("error", err)):
         if not lines:
             continue  # a batch whose requests all failed has no output file, as the real one

@@ -162,7 +162,7 @@ def routes(sim: Simulator) -> list[Route]:
 
     async def file_content(request: Request) -> Response:
         sim.settle_all()
-        return Response(_file(request).content, media_type="application/octet-stream")
+        return Response(_file(request).read(), media_type="application/octet-stream")
 
     async def delete_file(request: Request) -> Response:
         record = _file(request)
@@ -228,9 +228,7 @@ def routes(sim: Simulator) -> list[Route]:
             )
         if source.purpose != "batch":
             raise SimError(400, "The input file must have purpose 'batch'.", param="input_file_id")
-        batch = _new_batch(
-            sim, body, source.content, metadata, tag, output_ttl, now, faults, budget
-        )
+        batch = _new_batch(sim, body, source.read(), metadata, tag, output_ttl, now, faults, budget)
         sim.commit_openai(batch, api_key(request))
         if budget.take("drop_create"):
             sim.counters.faults[f"drop_create_{faults.drop_create}"] += 1

@@ -61,6 +61,8 @@ class CostRow:
     list_cost_usd: float | None
     price_source: str | None
     recorded_at: float
+    cache_write_5m_tokens: int = 0
+    cache_write_1h_tokens: int = 0
 
 
 async def write_estimates(

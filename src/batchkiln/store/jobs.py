@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from typing import Any, Protocol
 
 import orjson
-from sqlalchemy import func, insert, or_, select, update
+from sqlalchemy import func, insert, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
@@ -242,20 +242,26 @@ class JobRepository:
             await conn.execute(insert(requests), chunk)
 
     async def get(self, job_id_or_key: str) -> JobRow:
-        """A Job by its id or its idempotency key."""
+        """A Job by its id, else by its idempotency key: two explicit lookups, ids first
+        (a key can no longer look like an id, see intake.keys.check_user_key; one stored
+        before that rule still never shadows the job whose id it copies)."""
         async with self._engine.connect() as conn:
-            row = (
-                (
-                    await conn.execute(
-                        select(jobs)
-                        .where(or_(jobs.c.id == job_id_or_key, jobs.c.key == job_id_or_key))
-                        .order_by(jobs.c.created_at.desc())
-                        .limit(1)
+            row = None
+            for column in (jobs.c.id, jobs.c.key):
+                row = (
+                    (
+                        await conn.execute(
+                            select(jobs)
+                            .where(column == job_id_or_key)
+                            .order_by(jobs.c.created_at.desc())
+                            .limit(1)
+                        )
                     )
+                    .mappings()
+                    .first()
                 )
-                .mappings()
-                .first()
-            )
+                if row is not None:
+                    break
         if row is None:
             raise NotFound(f"no job with id or key {job_id_or_key!r}")
         return from_row(JobRow, row)

@@ -12,7 +12,7 @@ leaves the batch in DOWNLOADING to be ingested again.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Collection, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -119,6 +119,12 @@ class Ledger:
                             "cached_input_tokens"
                         ),
                         func.coalesce(func.sum(results.c.output_tokens), 0).label("output_tokens"),
+                        func.coalesce(func.sum(results.c.cache_write_5m_tokens), 0).label(
+                            "cache_write_5m_tokens"
+                        ),
+                        func.coalesce(func.sum(results.c.cache_write_1h_tokens), 0).label(
+                            "cache_write_1h_tokens"
+                        ),
                     ).where(results.c.batch_id == batch_id, results.c.billed == 1)
                 )
             ).one()
@@ -228,17 +234,30 @@ class Ledger:
                 )
             return child_id
 
-    async def awaiting_retry(self, job_id: str) -> dict[str, list[int]]:
-        """Requests with no final outcome whose batch is done (auto retry was off),
-        by the batch that last carried them."""
+    async def awaiting_retry(
+        self, job_id: str, classes: Collection[str] = ("retryable",)
+    ) -> dict[str, list[int]]:
+        """Requests with no final outcome whose batch is done (auto retry was off, or
+        an `account` failure held), by the batch that last carried them, for the
+        failure classes asked for (a request with no result line counts as retryable)."""
+        failure = func.coalesce(results.c.failure, "retryable")
         async with self._engine.connect() as conn:
             rows = await conn.execute(
                 select(requests.c.batch_id, requests.c.seq)
-                .select_from(requests.join(batches, batches.c.id == requests.c.batch_id))
+                .select_from(
+                    requests.join(batches, batches.c.id == requests.c.batch_id).outerjoin(
+                        results,
+                        and_(
+                            results.c.batch_id == requests.c.batch_id,
+                            results.c.seq == requests.c.seq,
+                        ),
+                    )
+                )
                 .where(
                     requests.c.job_id == job_id,
                     requests.c.outcome.is_(None),
                     batches.c.state == State.DONE.value,
+                    failure.in_(list(classes)),
                 )
                 .order_by(requests.c.seq)
             )

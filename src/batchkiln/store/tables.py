@@ -124,6 +124,9 @@ results = Table(
     Column("input_tokens", Integer, nullable=False, default=0),
     Column("cached_input_tokens", Integer, nullable=False, default=0),
     Column("output_tokens", Integer, nullable=False, default=0),
+    # cache writes by lifetime (in input_tokens too): billed at 1.25x / 2x input
+    Column("cache_write_5m_tokens", Integer, nullable=False, default=0, server_default="0"),
+    Column("cache_write_1h_tokens", Integer, nullable=False, default=0, server_default="0"),
     Column("billed", Integer, nullable=False, default=0),
     Column("raw", LargeBinary, nullable=False),  # the vendor's line as received
 )
@@ -168,6 +171,8 @@ costs = Table(
     Column("input_tokens", BigInteger, nullable=False),
     Column("cached_input_tokens", BigInteger, nullable=False),
     Column("output_tokens", BigInteger, nullable=False),
+    Column("cache_write_5m_tokens", BigInteger, nullable=False, default=0, server_default="0"),
+    Column("cache_write_1h_tokens", BigInteger, nullable=False, default=0, server_default="0"),
     Column("cost_usd", Float, nullable=True),  # null: model not in the price table
     Column("list_cost_usd", Float, nullable=True),  # the same work at non-batch prices
     Column("price_source", Text, nullable=True),

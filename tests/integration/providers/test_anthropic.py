@@ -84,14 +84,14 @@ async def test_partial_batch_failure_classes(
     }
 
 
-async def test_all_errored_batch_is_failed(
+async def test_all_errored_batch_is_partial(
     ant: AnthropicProvider, sim: Simulator, clock: FakeClock
 ) -> None:
-    """An ended batch in which every request errored maps to FAILED."""
+    """An ended batch in which every request errored ran: PARTIAL with 0 succeeded."""
     sim.set_batch_faults("ff1", Faults(permanent_rate=1.0))
     created = await ant.create(anthropic_spec("ff1", n=3))
     ended = await run_to_end(ant, created.vendor_id, clock)
-    assert (ended.vendor_status, ended.state, ended.failed) == ("ended", State.FAILED, 3)
+    assert (ended.vendor_status, ended.state, ended.failed) == ("ended", State.PARTIAL, 3)
 
 
 async def test_expired_batch(ant: AnthropicProvider, sim: Simulator, clock: FakeClock) -> None:

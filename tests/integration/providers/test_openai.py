@@ -83,14 +83,14 @@ async def test_partial_batch_failure_classes(
     assert error["status"] == 400 and results["pp1-1"].usage.input_tokens == 0
 
 
-async def test_all_failed_batch_is_failed(
+async def test_all_failed_batch_is_partial(
     oai: OpenAIProvider, sim: Simulator, clock: FakeClock
 ) -> None:
-    """A `completed` batch in which every request failed maps to FAILED."""
+    """A `completed` batch in which every request failed ran: PARTIAL with 0 succeeded."""
     sim.set_batch_faults("ff1", Faults(permanent_rate=1.0))
     created = await oai.create(openai_spec("ff1", n=3))
     ended = await run_to_end(oai, created.vendor_id, clock)
-    assert (ended.vendor_status, ended.state, ended.failed) == ("completed", State.FAILED, 3)
+    assert (ended.vendor_status, ended.state, ended.failed) == ("completed", State.PARTIAL, 3)
     assert {r.outcome for r in (await collect(oai, ended)).values()} == {Outcome.ERRORED}
 
 

@@ -97,7 +97,7 @@ def anthropic_batch(
         ("cancelling", (5, 1, 0), State.CANCELLING),
         ("completed", (5, 5, 0), State.COMPLETED),
         ("completed", (5, 3, 2), State.PARTIAL),
-        ("completed", (9, 0, 9), State.FAILED),
+        ("completed", (9, 0, 9), State.PARTIAL),  # it ran: 0 succeeded is partial
         ("completed", (0, 0, 0), State.COMPLETED),
         ("failed", (0, 0, 0), State.FAILED),
         ("expired", (5, 3, 0), State.EXPIRED),
@@ -154,7 +154,7 @@ T_END = "2026-01-01T01:00:00Z"
         ("ended", (0, 0, 0, 0), False, State.COMPLETED),  # row 3: empty
         ("ended", (4, 2, 0, 0), False, State.PARTIAL),  # row 4: some errored
         ("ended", (4, 0, 2, 0), False, State.PARTIAL),  # row 4: vendor-side cancel
-        ("ended", (0, 6, 0, 0), False, State.FAILED),  # row 5: all errored
+        ("ended", (0, 6, 0, 0), False, State.PARTIAL),  # row 4: all errored, 0 succeeded
     ],
 )
 def test_anthropic_status_table(
@@ -197,7 +197,9 @@ def test_anthropic_batch_fields() -> None:
         ("context_length_exceeded", "invalid_request_error", 400, P),
         ("content_policy_violation", "invalid_request_error", 400, P),
         ("content_filter", None, 400, P),
-        ("insufficient_quota", "insufficient_quota", 429, P),
+        ("insufficient_quota", "insufficient_quota", 429, FailureClass.ACCOUNT),
+        (None, None, 0, R),  # status 0: no HTTP response at all
+        (None, None, 402, FailureClass.ACCOUNT),
         ("something_new", "invalid_request_error", 400, P),
         ("something_new", None, 502, R),
         ("something_new", None, 418, P),
@@ -225,6 +227,7 @@ def test_openai_failure_classes(
         ("authentication_error", P),
         ("permission_error", P),
         ("request_too_large", P),
+        ("billing_error", FailureClass.ACCOUNT),
         ("brand_new_error", P),
         (None, P),
     ],
@@ -331,7 +334,9 @@ def test_anthropic_result_lines() -> None:
     }
     ok = anth.parse_line(anthropic_line({"type": "succeeded", "message": message}))
     assert (ok.outcome, ok.billed, ok.response) == (Outcome.SUCCEEDED, True, message)
-    assert ok.usage == Usage(input_tokens=45, cached_input_tokens=30, output_tokens=3)
+    assert ok.usage == Usage(
+        input_tokens=45, cached_input_tokens=30, output_tokens=3, cache_write_5m_tokens=5
+    )
     err = anth.parse_line(
         anthropic_line(
             {

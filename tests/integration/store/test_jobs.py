@@ -6,6 +6,7 @@ import asyncio
 
 import pytest
 
+from batchkiln.clock import FakeClock
 from batchkiln.intake import KeyConflict
 from batchkiln.store import NotFound, Store
 
@@ -54,3 +55,16 @@ async def test_a_job_is_found_by_id_or_by_key(store: Store) -> None:
     assert (await store.jobs.get("k-lookup")).id == job.id
     with pytest.raises(NotFound):
         await store.jobs.get("nope")
+
+
+async def test_a_key_equal_to_another_jobs_id_never_shadows_that_job(
+    store: Store, clock: FakeClock
+) -> None:
+    """Ids are looked up before keys: a (legacy) key that copies another job's id finds
+    the job with that id, even when the key's job is newer, and that job is still found
+    by its own id."""
+    first = await make_job(store, key="k-first")
+    clock.advance(60)
+    clash = await make_job(store, key=first.id, fingerprint="c" * 64)
+    assert (await store.jobs.get(first.id)).id == first.id
+    assert (await store.jobs.get(clash.id)).id == clash.id

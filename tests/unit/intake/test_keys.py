@@ -130,6 +130,25 @@ def test_user_keys_must_be_printable_ascii_up_to_255(key: str, problem: str) -> 
     assert isinstance(info.value, ValueError)
 
 
+@pytest.mark.parametrize(
+    ("key", "problem"),
+    [
+        ("job_0123456789abcdef0123", "starts with 'job_', which is reserved"),
+        ("bat_0123456789abcdef0123", "starts with 'bat_', which is reserved"),
+        ("nightly:shard0:attempt1", "ends like a derived batch key"),
+        ("fp-abc:shard12:attempt3", "ends like a derived batch key"),
+    ],
+)
+def test_user_keys_may_not_look_like_ids_or_batch_keys(key: str, problem: str) -> None:
+    """A key shaped like a job/batch id or a derived batch key is refused, so a key can
+    never name another job's row (`kiln status JOB` takes both)."""
+    with pytest.raises(InvalidKey, match="reserved") as info:
+        job_key(key, "ab" * 32)
+    assert problem in str(info.value)
+    assert check_user_key("jobs-nightly") == "jobs-nightly"  # only the exact prefixes
+    assert check_user_key("a:shard:attempt") == "a:shard:attempt"
+
+
 def test_every_printable_ascii_key_up_to_255_is_accepted() -> None:
     """Space to tilde, 1 to 255 characters, are all fine."""
     printable = "".join(chr(c) for c in range(0x20, 0x7F))
