@@ -40,9 +40,13 @@ from batchkiln.settings import Settings
 from batchkiln.simulator import Faults, Simulator, parse_faults
 from batchkiln.store import Store
 
-VENDORS = ("openai", "anthropic")
+VENDORS = ("openai", "anthropic", "gemini")
 #: provider names that mean "the in-process simulator, speaking this vendor's wire format"
-SIMULATED = {"simulator": "openai", "simulator-anthropic": "anthropic"}
+SIMULATED = {
+    "simulator": "openai",
+    "simulator-anthropic": "anthropic",
+    "simulator-gemini": "gemini",
+}
 DEMO_SPEED = 2000.0  # 24 vendor hours in about 43 real seconds
 SIM_BASE_URL = "http://simulator.kiln"
 
@@ -134,6 +138,7 @@ class App:
             vendor_clock=self.vendor_clock,
             time_scale=self.time_scale,
             enqueued_limits=self.settings.enqueued_token_limits,
+            stall_after=self.settings.stall_after_seconds,
         )
 
     # -- building ---------------------------------------------------------------
@@ -199,8 +204,9 @@ class App:
         rng: random.Random | None = None,
     ) -> AsyncIterator[App]:
         """An App whose vendors are the in-process simulator, reached through the real
-        adapters and official SDKs over an ASGI transport. Providers `openai` and
-        `anthropic` (and their aliases `simulator`, `simulator-anthropic`) all go to it.
+        adapters and official SDKs over an ASGI transport. Providers `openai`,
+        `anthropic` and `gemini` (and their aliases `simulator`, `simulator-anthropic`,
+        `simulator-gemini`) all go to it.
 
         `clock` defaults to one running `speed` times real time (the vendor's clock: the
         store still gets real UTC, see `clock.store_time`); `faults` to
@@ -237,6 +243,9 @@ class App:
                     http_client=http,
                     base_url=simulator.anthropic_base_url,
                     api_key="sim",
+                ),
+                "gemini": lambda: make_provider(
+                    "gemini", http_client=http, base_url=simulator.gemini_base_url, api_key="sim"
                 ),
             }
             providers = _Aliased(LazyProviders(factories), SIMULATED)
@@ -293,15 +302,27 @@ class _Aliased(Mapping[str, Provider]):
 
 
 def _real_provider(name: str, settings: Settings) -> Provider:
-    key = {"openai": settings.openai_api_key, "anthropic": settings.anthropic_api_key}[name]
+    key = {
+        "openai": settings.openai_api_key,
+        "anthropic": settings.anthropic_api_key,
+        "gemini": settings.gemini_api_key,
+    }[name]
     if key is None:
-        variable = {"openai": "OPENAI_API_KEY", "anthropic": "ANTHROPIC_API_KEY"}[name]
+        variable = {
+            "openai": "OPENAI_API_KEY",
+            "anthropic": "ANTHROPIC_API_KEY",
+            "gemini": "GEMINI_API_KEY",
+        }[name]
         raise ConfigError(
             f"{variable} is not set: the {name} provider needs it (or use --provider"
             f" simulator{'' if name == 'openai' else '-' + name} to try things with no key)",
             name=variable,
         )
-    base_url = {"openai": settings.openai_base_url, "anthropic": settings.anthropic_base_url}[name]
+    base_url = {
+        "openai": settings.openai_base_url,
+        "anthropic": settings.anthropic_base_url,
+        "gemini": settings.gemini_base_url,
+    }[name]
     kwargs: dict[str, Any] = {"api_key": key.get_secret_value()}
     if base_url:
         kwargs["base_url"] = base_url

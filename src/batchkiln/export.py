@@ -34,6 +34,10 @@ def record(row: RequestRow, raw: bytes | None, fmt: ExportFormat, wire: str) -> 
         if raw is None:
             return {"custom_id": row.custom_id, "response": None, "error": row.last_error}
         line: dict[str, Any] = orjson.loads(raw)
+        if wire == "gemini":  # Gemini's lines carry `key` (inline: `metadata.key`)
+            line.pop("metadata", None)
+            line["key"] = row.custom_id
+            return line
         line["custom_id"] = row.custom_id
         return line
     parsed = parse_result_line(wire, raw) if raw else None

@@ -89,6 +89,12 @@ class Settings(BaseSettings):
     lease_seconds: float = Field(
         900.0, gt=0, description="how long a claimed batch stays leased to its worker"
     )
+    stall_after_seconds: float = Field(
+        86400.0,
+        gt=0,
+        description="a Gemini batch still PENDING at the vendor this long after creation"
+        " raises a batch.stalled audit event (default 24 h, the documented turnaround)",
+    )
     debug: bool = Field(False, description="print tracebacks for errors")
 
     # The vendor SDKs' own variables: read here so the App can say which one is missing.

@@ -1,4 +1,4 @@
-"""A whole batchkiln on the simulator: fake clock, store, both adapters through the
+"""A whole batchkiln on the simulator: fake clock, store, the three adapters through the
 official SDKs over an in-process ASGI transport."""
 
 from __future__ import annotations
@@ -39,6 +39,14 @@ def write_requests(path: Path, n: int, *, vendor: str = "openai", prefix: str = 
                     "custom_id": f"{prefix}{i}",
                     "params": {"max_tokens": 64, "messages": messages},
                 }
+            elif vendor == "gemini":  # Gemini's own line form
+                line = {
+                    "key": f"{prefix}{i}",
+                    "request": {
+                        "contents": [{"role": "user", "parts": [{"text": messages[0]["content"]}]}],
+                        "generationConfig": {"maxOutputTokens": 64},
+                    },
+                }
             else:
                 line = {
                     "custom_id": f"{prefix}{i}",
@@ -50,7 +58,7 @@ def write_requests(path: Path, n: int, *, vendor: str = "openai", prefix: str = 
     return path
 
 
-MODELS = {"openai": "gpt-4o-mini", "anthropic": "claude-haiku-4-5"}
+MODELS = {"openai": "gpt-4o-mini", "anthropic": "claude-haiku-4-5", "gemini": "gemini-2.5-flash"}
 
 
 @pytest.fixture

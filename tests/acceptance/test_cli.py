@@ -135,6 +135,49 @@ def test_demo_runs_a_batch_from_submit_to_done() -> None:
     assert Path(".kiln/demo-results.jsonl").exists()
 
 
+def test_demo_runs_on_gemini_with_no_keys() -> None:
+    """`kiln demo --provider gemini` walks the lifecycle on the Gemini simulator."""
+    result = runner.invoke(
+        app,
+        ["demo", "--provider", "gemini", "--requests", "40", "--no-scenarios"],
+        env={"COLUMNS": "200"},
+    )
+    assert result.exit_code == 0, result.output
+    assert "gemini-2.5-flash" in result.output or "batches/" in result.output
+    assert "is done" in result.output and "-> downloading -> done" in result.output
+
+
+def test_submit_on_the_gemini_simulator_runs_to_done(tmp_path: Path) -> None:
+    """`--provider simulator-gemini` takes Gemini's own lines and ends done."""
+    path = write_requests(tmp_path / "in.jsonl", 8, vendor="gemini")
+    result = runner.invoke(
+        app,
+        ["submit", str(path), "-p", "simulator-gemini", "-m", "gemini-2.5-flash", "--json"],
+    )
+    assert result.exit_code == 0, result.output
+    payload = _json(result.stdout)
+    assert payload["state"] == "done" and payload["outcomes"] == {"succeeded": 8}
+
+
+def test_status_shows_a_gemini_batch_stalled_in_pending(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A Gemini batch PENDING past KILN_STALL_AFTER_SECONDS: `kiln status` says so."""
+    monkeypatch.setenv("KILN_STALL_AFTER_SECONDS", "600")
+    monkeypatch.setenv("KILN_SIMULATOR_FAULTS", "queue=1800")
+    path = write_requests(tmp_path / "in.jsonl", 2, vendor="gemini")
+    submitted = runner.invoke(
+        app,
+        ["submit", str(path), "-p", "simulator-gemini", "-m", "gemini-2.5-flash", "--key", "g1"],
+    )
+    assert submitted.exit_code == 0, submitted.output
+    as_json = runner.invoke(app, ["status", "g1", "--json"])
+    (stalled,) = _json(as_json.stdout)["stalled"]  # type: ignore[misc]
+    assert "BATCH_STATE_PENDING" in stalled["reason"]
+    shown = runner.invoke(app, ["status", "g1"])
+    assert "stalled" in shown.stdout and stalled["batch_id"] in shown.stdout
+
+
 def test_config_prints_the_effective_settings_with_secrets_masked(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:

@@ -28,6 +28,7 @@ from batchkiln.store import Store
 from .conftest import MODELS, write_requests
 
 CREATE_PATHS = ("/v1/batches", "/v1/messages/batches")
+GEMINI_CREATE = ":batchGenerateContent"  # /v1beta/models/{model}:batchGenerateContent
 Scope = MutableMapping[str, Any]
 Message = MutableMapping[str, Any]
 App = Callable[
@@ -47,7 +48,7 @@ class StallAfterCreate:
             self.enabled
             and scope["type"] == "http"
             and scope["method"] == "POST"
-            and scope["path"] in CREATE_PATHS
+            and (scope["path"] in CREATE_PATHS or scope["path"].endswith(GEMINI_CREATE))
         ):
             await self.app(scope, receive, send)
             return
@@ -71,7 +72,7 @@ def _kiln_submit(args: list[str], env: dict[str, str]) -> subprocess.Popen[bytes
     )
 
 
-@pytest.mark.parametrize("vendor", ["openai", "anthropic"])
+@pytest.mark.parametrize("vendor", ["openai", "anthropic", "gemini"])
 async def test_sigkill_after_the_create_call_then_restart_makes_no_second_batch(
     tmp_path: Path, vendor: str
 ) -> None:
@@ -88,6 +89,8 @@ async def test_sigkill_after_the_create_call_then_restart_makes_no_second_batch(
             OPENAI_API_KEY="test",
             ANTHROPIC_BASE_URL=url,
             ANTHROPIC_API_KEY="test",
+            GOOGLE_GEMINI_BASE_URL=url,
+            GEMINI_API_KEY="test",
         )
         proc = _kiln_submit(
             [
@@ -115,6 +118,9 @@ async def test_sigkill_after_the_create_call_then_restart_makes_no_second_batch(
         store = await Store.open(f"sqlite:///{db}", clock=clock)
         (batch,) = await store.batches.for_job((await store.jobs.get("crash-1")).id)
         assert batch.state == State.SUBMITTING and batch.vendor_id is None
+        if vendor == "gemini":  # the uploaded input file was recorded before create
+            (held,) = sim.gemini_batches.values()
+            assert batch.input_file is not None and batch.input_file == held.input_file
         provider = make_provider(
             vendor, base_url=f"{url}/v1" if vendor == "openai" else url, api_key="test"
         )

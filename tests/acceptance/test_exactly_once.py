@@ -11,7 +11,7 @@ from batchkiln.simulator import Faults
 
 from .conftest import MODELS, Env, write_requests
 
-VENDORS = ["openai", "anthropic"]
+VENDORS = ["openai", "anthropic", "gemini"]
 
 
 @pytest.mark.parametrize("vendor", VENDORS)

@@ -55,6 +55,7 @@ from batchkiln.providers.base import Provider, ResultLine, VendorBatch, VendorEr
 from batchkiln.simulator import Faults, Simulator
 from batchkiln.simulator.anthropic_batches import AnthropicBatch
 from batchkiln.simulator.faults import RETRYABLE_KINDS
+from batchkiln.simulator.gemini_batches import GeminiBatch
 from batchkiln.simulator.openai_batches import OpenAIBatch
 from batchkiln.store import BatchRow, Store
 from batchkiln.store.tables import costs, requests
@@ -202,6 +203,9 @@ async def run_plan(plan: Plan, store: Store, clock: FakeClock, tmp: Path) -> Run
             "anthropic": make_provider(
                 "anthropic", http_client=http, base_url=sim.anthropic_base_url, api_key="test"
             ),
+            "gemini": make_provider(
+                "gemini", http_client=http, base_url=sim.gemini_base_url, api_key="test"
+            ),
         }
         injector = Injector(plan.crashes)
         injector.install(store, providers)
@@ -276,7 +280,12 @@ class VendorView:
 
 
 def _view(
-    vendor_id: str, tag: str | None, custom_ids: list[str], batch: OpenAIBatch | AnthropicBatch
+    vendor_id: str,
+    tag: str | None,
+    custom_ids: list[str],
+    batch: OpenAIBatch | AnthropicBatch | GeminiBatch,
+    *,
+    results_on_expiry: bool = True,
 ) -> VendorView:
     tl = batch.timeline
     assert tag is not None, f"vendor batch {vendor_id} carries no tag of ours"
@@ -291,6 +300,9 @@ def _view(
     retryable = {seq_of[p.custom_id] for p in finished if p.failure in RETRYABLE_KINDS}
     if tl.outcome() == "expired":
         retryable |= unfinished
+    if tl.outcome() == "expired" and not results_on_expiry:  # Gemini: no results at all
+        finished, unfinished = [], set(seq_of.values())
+        retryable = set(unfinished)
     return VendorView(
         vendor_id=vendor_id,
         tag=tag,
@@ -315,6 +327,10 @@ def vendor_views(sim: Simulator) -> list[VendorView]:
     views += [
         _view(b.id, b.tag, [cid for cid, _ in b.requests], b)
         for b in sim.anthropic_batches.values()
+    ]
+    views += [
+        _view(b.name, b.tag, [r.key or "" for r in b.requests], b, results_on_expiry=False)
+        for b in sim.gemini_batches.values()
     ]
     for view in views:
         assert view.outcome in ("completed", "expired", "cancelled", "failed"), view
@@ -518,7 +534,7 @@ def plans(draw: st.DrawFn) -> Plan:
         )
     )
     return Plan(
-        vendor=draw(st.sampled_from(["openai", "anthropic"])),
+        vendor=draw(st.sampled_from(["openai", "anthropic", "gemini"])),
         requests=n,
         seed=draw(st.integers(0, 2**16)),
         faults=faults,
@@ -580,7 +596,7 @@ FIXED = Faults(
 )
 
 
-@pytest.mark.parametrize("vendor", ["openai", "anthropic"])
+@pytest.mark.parametrize("vendor", ["openai", "anthropic", "gemini"])
 async def test_a_fixed_fault_plan_keeps_the_invariants(
     store: Store, clock: FakeClock, tmp_path: Path, vendor: str
 ) -> None:

@@ -43,8 +43,8 @@ ProviderOpt = Annotated[
     typer.Option(
         "--provider",
         "-p",
-        help="openai | anthropic | simulator (OpenAI format, in-process, no keys)"
-        " | simulator-anthropic",
+        help="openai | anthropic | gemini | simulator (OpenAI format, in-process, no keys)"
+        " | simulator-anthropic | simulator-gemini",
     ),
 ]
 ModelOpt = Annotated[str | None, typer.Option("--model", "-m", help="Model for every request.")]
@@ -247,7 +247,14 @@ def status(
         async with open_app() as rt:
             if job is None:
                 return [j.__dict__ for j in await rt.kiln.store.jobs.list()]
-            return await rt.kiln.status(job)
+            found = await rt.kiln.status(job)
+            events = await rt.kiln.store.audit.for_job(found.job.id)
+            stalled = [
+                {"batch_id": e.batch_id, "at": e.at, "reason": e.reason}
+                for e in events
+                if e.kind == "batch.stalled"
+            ]
+            return found, stalled
 
     result = run_command(go)
     if isinstance(result, list):
@@ -256,10 +263,13 @@ def status(
         else:
             console.print(views.jobs_table(result))
         return
+    status_, stalled = result
     if as_json:
-        _print_json(views.status_json(result))
+        _print_json({**views.status_json(status_), "stalled": stalled})
     else:
-        console.print(views.status_view(result, result.job.updated_at))
+        console.print(views.status_view(status_, status_.job.updated_at))
+        for note in stalled:  # Gemini batches sitting PENDING past KILN_STALL_AFTER_SECONDS
+            console.print(f"[yellow]stalled[/] {note['batch_id']}: {note['reason']}")
 
 
 @app.command()

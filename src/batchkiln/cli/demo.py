@@ -17,7 +17,7 @@ import orjson
 import typer
 
 from batchkiln.app import App, fresh_sqlite_url
-from batchkiln.cli.app import app, console, drive, run_command
+from batchkiln.cli.app import app, console, drive, fail, run_command
 from batchkiln.cli.views import duration
 from batchkiln.clock import FakeClock
 from batchkiln.engine.kiln import JobStatus
@@ -85,6 +85,14 @@ def write_demo_requests(path: Path, count: int, *, vendor: str, seed: int = 7) -
                     "custom_id": f"doc-{i:04d}",
                     "params": {"max_tokens": 200, "messages": messages},
                 }
+            elif vendor == "gemini":
+                line = {
+                    "key": f"doc-{i:04d}",
+                    "request": {
+                        "contents": [{"role": "user", "parts": [{"text": messages[0]["content"]}]}],
+                        "generationConfig": {"maxOutputTokens": 200},
+                    },
+                }
             else:
                 line = {
                     "custom_id": f"doc-{i:04d}",
@@ -127,7 +135,10 @@ def demo(
         bool, typer.Option(help="After the main batch, run the six practice scenarios.")
     ] = True,
     requests: Annotated[int, typer.Option(help="How many requests the demo job has.")] = 300,
-    vendor: Annotated[str, typer.Option(help="Wire format: openai or anthropic.")] = "openai",
+    vendor: Annotated[
+        str,
+        typer.Option("--vendor", "--provider", help="Wire format: openai, anthropic or gemini."),
+    ] = "openai",
     failure_rate: Annotated[float, typer.Option(help="Share of requests that time out.")] = 0.04,
     seed: Annotated[int, typer.Option(help="Seed for the simulator's faults.")] = 7,
 ) -> None:
@@ -141,8 +152,15 @@ def demo(
     results_path = DEMO_DIR / "demo-results.jsonl"
     db_path = DEMO_DIR / "demo.db"
     write_demo_requests(source, requests, vendor=vendor)
-    provider = "simulator-anthropic" if vendor == "anthropic" else "simulator"
-    model = "claude-haiku-4-5" if vendor == "anthropic" else "gpt-4o-mini"
+    vendor = {"simulator": "openai"}.get(vendor, vendor.removeprefix("simulator-"))
+    if vendor not in ("openai", "anthropic", "gemini"):
+        raise fail(f"--vendor {vendor!r}: use openai, anthropic or gemini")
+    provider = {"anthropic": "simulator-anthropic", "gemini": "simulator-gemini"}.get(
+        vendor, "simulator"
+    )
+    model = {"anthropic": "claude-haiku-4-5", "gemini": "gemini-2.5-flash"}.get(
+        vendor, "gpt-4o-mini"
+    )
     faults = Faults(seed=seed, retryable_rate=failure_rate)
 
     async def go() -> tuple[JobStatus, list[tuple[str | None, str | None, str | None]], float]:

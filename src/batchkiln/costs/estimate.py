@@ -102,7 +102,7 @@ class Estimate:
 class Estimator:
     """Adds requests one at a time; `total` and `parts` are priced on `finish`."""
 
-    provider: str  # wire format and price table: "openai" or "anthropic"
+    provider: str  # wire format and price table: "openai", "anthropic" or "gemini"
     model: str
     endpoint: str
     choice: Choice
@@ -142,6 +142,8 @@ class Estimator:
     def request_tokens(self, body: dict[str, Any]) -> tuple[int, int, bool]:
         """(input tokens, output bound, whether the request caps its output)."""
         count = self.choice.tokenizer.count
+        if self.provider == "gemini":
+            return _gemini_tokens(body, count)
         if self.provider == "anthropic" or self.endpoint == "/v1/chat/completions":
             tokens = _messages(body.get("messages"), count) + _text(body.get("system"), count)
         elif self.endpoint == "/v1/responses":
@@ -219,6 +221,26 @@ def estimate_file(
             index += 1
         estimator.add(parts[index], request.body)
     return estimator.finish(), parts
+
+
+def _gemini_tokens(body: dict[str, Any], count: Counter) -> tuple[int, int, bool]:
+    """A GenerateContentRequest: `contents` (as messages), `systemInstruction`, and the
+    tool and schema JSON; output capped by `generationConfig.maxOutputTokens`. Thinking
+    tokens (billed as output) are bounded by `thinkingConfig.thinkingBudget` when set."""
+    tokens = _messages(body.get("contents"), count) + _text(body.get("systemInstruction"), count)
+    for name in ("tools", "toolConfig"):
+        if body.get(name) is not None:
+            tokens += count(orjson.dumps(body[name]).decode())
+    config = body.get("generationConfig")
+    config = config if isinstance(config, dict) else {}
+    if config.get("responseSchema") is not None:
+        tokens += count(orjson.dumps(config["responseSchema"]).decode())
+    cap = int(config["maxOutputTokens"]) if _is_count(config.get("maxOutputTokens")) else None
+    thinking = config.get("thinkingConfig")
+    budget = thinking.get("thinkingBudget") if isinstance(thinking, dict) else None
+    extra = budget if isinstance(budget, int) and _is_count(budget) else 0
+    choices = int(config["candidateCount"]) if _is_count(config.get("candidateCount")) else 1
+    return tokens, ((cap or DEFAULT_OUTPUT_CAP) * choices) + extra, cap is not None
 
 
 def _is_count(value: Any) -> bool:

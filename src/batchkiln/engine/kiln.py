@@ -86,6 +86,7 @@ class Kiln:
         vendor_clock: Clock | None = None,
         time_scale: float = 1.0,
         enqueued_limits: Mapping[str, int] | None = None,
+        stall_after: float | None = None,  # Gemini: pending this long -> batch.stalled
     ) -> None:
         self.store = store
         self.providers = providers  # may be lazy: a vendor is built on first use
@@ -121,6 +122,8 @@ class Kiln:
             vendor_clock=self.vendor_clock,
             scale=time_scale,
         )
+        if stall_after is not None:
+            self.tracker.stall_after = stall_after
         self.refresher = ListRefresher(store, self.clock, self.tracker, self.provider)
         self.ingestor = Ingestor(
             store, self.clock, self.worker, self.budget, capacity=self.capacity

@@ -69,6 +69,19 @@ class Submitter:
 
     async def build_spec(self, job: JobRow, batch: BatchRow) -> CreateSpec:
         rows = await self.store.ledger.requests_of(batch.id)
+
+        async def record_input(name: str) -> None:
+            """Gemini: the uploaded input file, committed before the create call names it."""
+            await self.store.batches.update(batch.id, input_file=name)
+            await self.store.audit.record(
+                "submit.input_file",
+                job_id=batch.job_id,
+                batch_id=batch.id,
+                worker=self.worker,
+                reason=f"input file {name} recorded before create",
+                data={"input_file": name},
+            )
+
         return CreateSpec(
             batch_key=batch.key,
             tag=batch.tag,
@@ -77,6 +90,8 @@ class Submitter:
             requests=[
                 WireRequest(wire_id(batch.tag, seq), orjson.loads(body)) for seq, body in rows
             ],
+            input_file=batch.input_file,
+            record_input=record_input,
         )
 
     async def submit(self, job: JobRow, batch: BatchRow, provider: Provider) -> StepResult:

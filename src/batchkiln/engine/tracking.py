@@ -15,6 +15,11 @@ from batchkiln.lifecycle import BATCH, ENDED_AT_VENDOR, LIVE_AT_VENDOR, Event, S
 from batchkiln.providers.base import Provider, VendorBatch, VendorError
 from batchkiln.store import BatchRow, Store
 
+# Vendors whose batches are known to sit PENDING for days (python-genai#1482, #2221,
+# #2974): a batch pending past `Tracker.stall_after` gets one `batch.stalled` event.
+STALL_VENDORS = frozenset({"gemini"})
+STALL_AFTER_SECONDS = 24 * 3600.0  # Gemini's documented turnaround target
+
 
 def detection_latency(batch: BatchRow) -> float | None:
     """Seconds from the vendor's terminal timestamp to our noticing it."""
@@ -34,6 +39,7 @@ class Tracker:
         rng: random.Random | None = None,
         vendor_clock: Clock | None = None,
         scale: float = 1.0,
+        stall_after: float = STALL_AFTER_SECONDS,
     ) -> None:
         self.store = store
         self.clock = clock
@@ -44,6 +50,7 @@ class Tracker:
         # vendor's clock: the simulator's virtual one while the store runs on real time.
         self.vendor_clock = vendor_clock or clock
         self.scale = scale  # vendor seconds per store second
+        self.stall_after = stall_after
 
     async def refresh(self, batch: BatchRow, provider: Provider) -> StepResult:
         """Ask the vendor for the batch and apply what it says."""
@@ -114,6 +121,8 @@ class Tracker:
             f" ({vendor.processed}/{vendor.total} processed) via {via}",
             data=None if ended else {"next_check_in": round(delay, 3), "attempt": attempt},
         )
+        if vendor.state == State.PENDING and provider.name in STALL_VENDORS:
+            await self._note_stall(batch, vendor, now)
         state = batch.state
         if event is None:
             await self.store.batches.update(batch.id, **values)
@@ -136,6 +145,25 @@ class Tracker:
         if state in ENDED_AT_VENDOR:
             return StepResult(0, f"ended: {state.value}")
         return StepResult(delay, vendor.vendor_status)
+
+    async def _note_stall(self, batch: BatchRow, vendor: VendorBatch, now: float) -> None:
+        """One `batch.stalled` event once a batch has been pending too long."""
+        pending_for = now - (vendor.created_at or batch.vendor_created_at or now)
+        if pending_for < self.stall_after:
+            return
+        events = await self.store.audit.for_job(batch.job_id)
+        if any(e.kind == "batch.stalled" and e.batch_id == batch.id for e in events):
+            return
+        await self.store.audit.record(
+            "batch.stalled",
+            job_id=batch.job_id,
+            batch_id=batch.id,
+            worker=self.worker,
+            reason=f"still {vendor.vendor_status} at the vendor {pending_for / 3600:.1f} h after"
+            f" creation (past {self.stall_after / 3600:g} h); it expires at 48 h if it never"
+            " starts",
+            data={"pending_for": pending_for, "vendor_id": vendor.vendor_id},
+        )
 
     def _retry_backoff(self, provider: Provider) -> Backoff:
         # A failed read in webhook mode (often the one a webhook asked for) is

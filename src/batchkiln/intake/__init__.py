@@ -23,6 +23,7 @@ from batchkiln.intake.keys import (
 from batchkiln.intake.reader import (
     ANTHROPIC_ENDPOINT,
     DEFAULT_OPENAI_ENDPOINT,
+    GEMINI_ENDPOINT,
     MAX_CUSTOM_ID,
     OPENAI_ENDPOINTS,
     InputRequest,
@@ -44,6 +45,7 @@ __all__ = [  # noqa: RUF022 (plain sorted(), as the package root test checks)
     "ANTHROPIC_ENDPOINT",
     "ContentFingerprint",
     "DEFAULT_OPENAI_ENDPOINT",
+    "GEMINI_ENDPOINT",
     "InputError",
     "InputRequest",
     "InputSummary",

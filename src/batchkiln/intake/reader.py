@@ -2,6 +2,8 @@
 
 - OpenAI batch lines: {"custom_id", "method": "POST", "url", "body"}
 - Anthropic lines:    {"custom_id", "params"}
+- Gemini lines:       {"key", "request"}      (a GenerateContentRequest; model from --model
+                                               or `request.model`, "models/" optional)
 - plain lines:        {"custom_id", "body"}   (the model may come from --model)
 
 `validate_file` makes one pass and reports every bad line (up to a cap) with
@@ -37,7 +39,7 @@ from batchkiln.intake.sharding import (
     wire_line_bytes,
 )
 
-Provider = Literal["openai", "anthropic"]
+Provider = Literal["openai", "anthropic", "gemini"]
 OPENAI_ENDPOINTS = (
     "/v1/chat/completions",
     "/v1/responses",
@@ -46,6 +48,7 @@ OPENAI_ENDPOINTS = (
     "/v1/moderations",
 )
 ANTHROPIC_ENDPOINT = "/v1/messages"
+GEMINI_ENDPOINT = "generateContent"  # a label: Gemini batches hold GenerateContentRequests
 DEFAULT_OPENAI_ENDPOINT = "/v1/chat/completions"
 MAX_CUSTOM_ID = 512
 _READ_BUFFER = 1 << 20
@@ -121,15 +124,18 @@ def _parse(raw: bytes, line: int) -> dict[str, Any]:
 
 
 def _custom_id(record: dict[str, Any]) -> str:
-    if "custom_id" not in record:
-        raise _Reject("missing custom_id")
-    custom_id = record["custom_id"]
+    field = "custom_id"
+    if "custom_id" not in record and "request" in record and "key" in record:
+        field = "key"  # Gemini's own line form
+    if field not in record:
+        raise _Reject("missing custom_id" + (" (or key)" if "request" in record else ""))
+    custom_id = record[field]
     if not isinstance(custom_id, str):
-        raise _Reject(f"custom_id must be a string, got {_kind(custom_id)}")
+        raise _Reject(f"{field} must be a string, got {_kind(custom_id)}")
     if not custom_id.strip():
-        raise _Reject("empty custom_id")
+        raise _Reject(f"empty {field}")
     if len(custom_id) > MAX_CUSTOM_ID:
-        raise _Reject(f"custom_id is {len(custom_id)} characters, more than {MAX_CUSTOM_ID}")
+        raise _Reject(f"{field} is {len(custom_id)} characters, more than {MAX_CUSTOM_ID}")
     return custom_id
 
 
@@ -154,14 +160,26 @@ def _vendor_body(record: dict[str, Any], ctx: _Context, line: int) -> dict[str, 
                 " or the plain form {custom_id, body}"
             )
         field, body, endpoint = "params", record["params"], ANTHROPIC_ENDPOINT
+    elif "request" in record:
+        if ctx.provider != "gemini":
+            raise _Reject(
+                "this is a Gemini batch line (key/request); use --provider gemini"
+                " or the plain form {custom_id, body}"
+            )
+        field, body, endpoint = "request", record["request"], GEMINI_ENDPOINT
     elif "body" in record:
         field, body = "body", record["body"]
         if ctx.provider == "anthropic":
             endpoint = ANTHROPIC_ENDPOINT
+        elif ctx.provider == "gemini":
+            endpoint = GEMINI_ENDPOINT
         else:
             endpoint = ctx.endpoint or DEFAULT_OPENAI_ENDPOINT
     else:
-        raise _Reject("a line needs body (plain or OpenAI form) or params (Anthropic form)")
+        raise _Reject(
+            "a line needs body (plain or OpenAI form), params (Anthropic form)"
+            " or request (Gemini form)"
+        )
     if not isinstance(body, dict):
         raise _Reject(f"{field} must be a JSON object, got {_kind(body)}")
     ctx.agree("endpoint", endpoint, line)
@@ -169,6 +187,9 @@ def _vendor_body(record: dict[str, Any], ctx: _Context, line: int) -> dict[str, 
         model = body["model"]
         if not isinstance(model, str) or not model:
             raise _Reject(f"{field}.model must be a non-empty string, got {model!r}")
+        if ctx.provider == "gemini":
+            model = model.removeprefix("models/")  # the API's resource name form
+            body = {**body, "model": model}
         ctx.agree("model", model, line)
     elif ctx.model is None:
         raise _Reject(f"no model: set {field}.model on the line or pass --model")
@@ -181,6 +202,14 @@ def _vendor_body(record: dict[str, Any], ctx: _Context, line: int) -> dict[str, 
         messages = body.get("messages")
         if not isinstance(messages, list) or not messages:
             raise _Reject(f"{field}.messages must be a non-empty array")
+    if ctx.provider == "gemini":
+        contents = body.get("contents")
+        if not isinstance(contents, list) or not contents:
+            raise _Reject(f"{field}.contents must be a non-empty array of Content objects")
+        for position, content in enumerate(contents):
+            parts = content.get("parts") if isinstance(content, dict) else None
+            if not isinstance(parts, list) or not parts:
+                raise _Reject(f"{field}.contents[{position}].parts must be a non-empty array")
     return body
 
 
@@ -209,6 +238,9 @@ def _check_command(
         raise InputError([LineError(name, None, reason)])
     if provider == "anthropic" and endpoint != ANTHROPIC_ENDPOINT:
         reason = f"--endpoint {endpoint!r}: Anthropic batches take {ANTHROPIC_ENDPOINT} only"
+        raise InputError([LineError(name, None, reason)])
+    if provider == "gemini" and endpoint != GEMINI_ENDPOINT:
+        reason = f"--endpoint {endpoint!r}: Gemini batches take {GEMINI_ENDPOINT} only"
         raise InputError([LineError(name, None, reason)])
 
 

@@ -28,9 +28,10 @@ if TYPE_CHECKING:
     import httpx2
 
     from batchkiln.providers.anthropic import AnthropicProvider
+    from batchkiln.providers.gemini import GeminiProvider
     from batchkiln.providers.openai import OpenAIProvider
 
-PROVIDERS = ("anthropic", "openai")
+PROVIDERS = ("anthropic", "gemini", "openai")
 
 
 def make_provider(
@@ -41,8 +42,8 @@ def make_provider(
     api_key: str | None = None,
     **options: Any,
 ) -> Provider:
-    """The adapter for `name` ("openai" or "anthropic"). Unset credentials and base
-    URL come from the SDK's own environment variables."""
+    """The adapter for `name` ("openai", "anthropic" or "gemini"). Unset credentials and
+    base URL come from the SDK's own environment variables."""
     if name == "openai":
         from batchkiln.providers.openai import OpenAIProvider
 
@@ -55,6 +56,16 @@ def make_provider(
         return AnthropicProvider(
             http_client=http_client, base_url=base_url, api_key=api_key, **options
         )
+    if name == "gemini":
+        import httpx as plain_httpx
+
+        from batchkiln.providers.gemini import GeminiProvider
+
+        if http_client is not None and not isinstance(http_client, plain_httpx.AsyncClient):
+            raise TypeError("the gemini adapter takes an httpx.AsyncClient")
+        return GeminiProvider(
+            http_client=http_client, base_url=base_url, api_key=api_key, **options
+        )
     raise ValueError(f"unknown provider {name!r}; expected one of {', '.join(PROVIDERS)}")
 
 
@@ -62,13 +73,16 @@ def make_provider(
 WIRE_FORMATS = {
     "openai": "openai",
     "anthropic": "anthropic",
+    "gemini": "gemini",
     "simulator": "openai",
     "simulator-anthropic": "anthropic",
+    "simulator-gemini": "gemini",
 }
 
 
 def wire_format(provider: str) -> str:
-    """The wire format ("openai", "anthropic") a provider name speaks; ValueError if none."""
+    """The wire format ("openai", "anthropic", "gemini") a provider name speaks; ValueError
+    if none."""
     try:
         return WIRE_FORMATS[provider]
     except KeyError:
@@ -83,6 +97,10 @@ def parse_result_line(wire: str, raw: bytes) -> ResultLine:
         from batchkiln.providers.anthropic import parse_line as parse_anthropic
 
         return parse_anthropic(raw)
+    if wire == "gemini":
+        from batchkiln.providers.gemini_wire import parse_line as parse_gemini
+
+        return parse_gemini(raw)
     from batchkiln.providers.openai import parse_line as parse_openai
 
     return parse_openai(raw)
@@ -97,6 +115,10 @@ def __getattr__(name: str) -> Any:
         from batchkiln.providers.anthropic import AnthropicProvider
 
         return AnthropicProvider
+    if name == "GeminiProvider":
+        from batchkiln.providers.gemini import GeminiProvider
+
+        return GeminiProvider
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
@@ -108,6 +130,7 @@ __all__ = [
     "BatchError",
     "CreateSpec",
     "FailureClass",
+    "GeminiProvider",
     "OpenAIProvider",
     "Outcome",
     "Provider",

@@ -6,7 +6,7 @@ vendor's objects into these plain values; the engine never sees SDK types.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any, Protocol
@@ -58,6 +58,10 @@ class CreateSpec:
     model: str
     endpoint: str  # "/v1/chat/completions", ... ; "/v1/messages" for Anthropic
     requests: Sequence[WireRequest]
+    # Gemini: the input file an earlier attempt uploaded (recorded in the store), and
+    # how to record a new one before the create call (exact reconciliation).
+    input_file: str | None = None
+    record_input: Callable[[str], Awaitable[None]] | None = field(default=None, compare=False)
 
 
 @dataclass(frozen=True)

@@ -3,8 +3,9 @@
 Two questions, answered by tables:
 
 * A *request* inside a batch failed (an OpenAI error-file line, an Anthropic
-  `errored` result): may it go into a retry batch? `classify_openai` and
-  `classify_anthropic` look the vendor's code up in the vendor's table, then
+  `errored` result, a Gemini line with an `error`): may it go into a retry batch?
+  `classify_openai`, `classify_anthropic` and `classify_gemini` look the vendor's
+  code up in the vendor's table, then
   fall back to the HTTP status: unknown codes are retryable at >= 500 and
   permanent below (or with no status at all). Status 0 is no HTTP response at
   all (the request never got an answer): retryable. Account conditions (credit,
@@ -92,6 +93,32 @@ ANTHROPIC_TYPES: dict[str, FailureClass] = {
     "request_too_large": PERMANENT,
 }
 
+# Gemini: the google.rpc canonical `status` of a failed line (its `code` is the HTTP
+# status, the fallback). Safety blocks arrive as responses and are classed by the adapter.
+GEMINI_STATUSES: dict[str, FailureClass] = {
+    "RESOURCE_EXHAUSTED": RETRYABLE,  # 429: quota or rate
+    "INTERNAL": RETRYABLE,  # 500
+    "UNAVAILABLE": RETRYABLE,  # 503: overloaded
+    "DEADLINE_EXCEEDED": RETRYABLE,  # 504
+    "ABORTED": RETRYABLE,  # 409: concurrency conflict
+    "UNKNOWN": RETRYABLE,  # 500 without a reason
+    "INVALID_ARGUMENT": PERMANENT,  # 400
+    "FAILED_PRECONDITION": ACCOUNT,  # 400: e.g. billing not enabled for the project
+    "OUT_OF_RANGE": PERMANENT,  # 400
+    "PERMISSION_DENIED": PERMANENT,  # 403
+    "UNAUTHENTICATED": PERMANENT,  # 401
+    "NOT_FOUND": PERMANENT,  # 404: no such model or cached content
+    "UNIMPLEMENTED": PERMANENT,  # 501: not a transient fault
+    "SAFETY": PERMANENT,
+    "BLOCKLIST": PERMANENT,
+    "PROHIBITED_CONTENT": PERMANENT,
+    "SPII": PERMANENT,
+    "IMAGE_SAFETY": PERMANENT,
+    "RECITATION": PERMANENT,
+    "OTHER": PERMANENT,  # blockReason OTHER
+    "NO_CANDIDATES": PERMANENT,
+}
+
 
 def classify(
     table: Mapping[str, FailureClass], *keys: str | None, status: int | None = None
@@ -134,6 +161,10 @@ def classify_anthropic(type_: str | None, message: str | None = None) -> Failure
     if is_account_message(message):
         return ACCOUNT
     return classify(ANTHROPIC_TYPES, type_)
+
+
+def classify_gemini(status: str | None, code: int | None) -> FailureClass:
+    return classify(GEMINI_STATUSES, status, status=code)
 
 
 # OpenAI `errors.data[].code` of a batch the vendor failed as a whole. Every rejection

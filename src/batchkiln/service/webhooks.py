@@ -1,4 +1,5 @@
-"""The webhook receiver for OpenAI batch events, as an ASGI app.
+"""The webhook receiver for OpenAI batch events and Gemini's static project webhooks
+(at `/webhooks/gemini`), as an ASGI app.
 
 Fetch, don't trust (invariant 5): a delivery is verified (Standard Webhooks
 signature against any of the configured secrets, timestamp within 5 minutes
@@ -38,6 +39,11 @@ from batchkiln.store import Store
 DEDUPE_SECONDS = 80 * 3600  # longer than OpenAI's and Standard Webhooks' ~75 h retry horizon
 BATCH_EVENTS = ("batch.completed", "batch.failed", "batch.expired", "batch.cancelled")
 DEFAULT_PATH = "/webhooks/openai"
+# Gemini static webhooks (Standard Webhooks headers, whsec_ HMAC): batch.succeeded,
+# batch.failed, batch.expired. The payload is thin and its shape UNCONFIRMED: the batch
+# name is read from `data.id` or `data.name`, and, as for OpenAI, only marks it due.
+GEMINI_PATH = "/webhooks/gemini"
+GEMINI_EVENTS = ("batch.succeeded", "batch.failed", "batch.expired", "batch.cancelled")
 DEFAULT_MAX_BODY_BYTES = 1_000_000  # OpenAI's batch events are a few hundred bytes
 _REASON_CHARS = 120  # of a rejection reason in the log (it may quote attacker text)
 
@@ -135,10 +141,10 @@ def webhook_app(
             refused.count("not_an_event", "signed, but not an event")
             return JSONResponse({"error": "not an event payload"}, status_code=400)
         data = event.get("data")
-        vendor_id = data.get("id") if isinstance(data, dict) else None
+        vendor_id = data.get("id") or data.get("name") if isinstance(data, dict) else None
         vendor_id = str(vendor_id) if vendor_id is not None else None
         batch = None
-        if vendor_id is not None and event_type in BATCH_EVENTS:
+        if vendor_id is not None and event_type in (*BATCH_EVENTS, *GEMINI_EVENTS):
             batch = await store.batches.by_vendor_id(vendor_id)
         fresh = await store.webhooks.record(
             webhook_id,
@@ -154,6 +160,7 @@ def webhook_app(
                 on_due()
         return JSONResponse({"ok": True, "duplicate": not fresh, "known": batch is not None})
 
-    app = Starlette(routes=[Route(path, receive, methods=["POST"])])
+    paths = dict.fromkeys((path, GEMINI_PATH))
+    app = Starlette(routes=[Route(p, receive, methods=["POST"]) for p in paths])
     app.state.rejections = refused
     return app

@@ -16,6 +16,7 @@ import asyncio
 import random
 from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import asynccontextmanager
+from typing import Any
 
 import httpx
 import httpx2
@@ -26,13 +27,22 @@ from starlette.responses import Response
 from starlette.types import Message, Receive, Scope, Send
 
 from batchkiln.clock import Clock, SystemClock
-from batchkiln.simulator import admin, anthropic_routes, openai_routes
+from batchkiln.simulator import admin, anthropic_routes, gemini_routes, openai_routes
 from batchkiln.simulator.anthropic_batches import AnthropicBatch
 from batchkiln.simulator.counters import Counters
-from batchkiln.simulator.errors import SimError, anthropic_error, openai_error
+from batchkiln.simulator.errors import SimError, anthropic_error, gemini_error, openai_error
 from batchkiln.simulator.faults import BatchMatch, Budget, Faults
 from batchkiln.simulator.files import SPOOL_ABOVE_BYTES, FileStore, Ids
 from batchkiln.simulator.gate import CUT_HEADER
+from batchkiln.simulator.gemini_batches import EVENT_TYPES as GEMINI_EVENTS
+from batchkiln.simulator.gemini_batches import (
+    GeminiBatch,
+    GeminiFile,
+    UploadSession,
+    has_output,
+    render_batch,
+    responses_jsonl,
+)
 from batchkiln.simulator.openai_batches import EVENT_TYPES, OpenAIBatch, settle
 from batchkiln.simulator.webhooks import WebhookDispatcher, new_secret
 
@@ -92,6 +102,11 @@ class Simulator:
         self.files = FileStore(spool_above)  # bigger files go to a temporary directory
         self.openai_batches: dict[str, OpenAIBatch] = {}
         self.anthropic_batches: dict[str, AnthropicBatch] = {}
+        self.gemini_batches: dict[str, GeminiBatch] = {}
+        self.gemini_files: dict[str, GeminiFile] = {}
+        self.gemini_uploads: dict[str, UploadSession] = {}
+        # Gemini's project webhooks go here; None: to `webhook_urls`, like OpenAI's events
+        self.gemini_webhook_urls: list[str] | None = None
         self._overrides: list[tuple[str | Matcher, Faults, Budget]] = []
         self.webhook_secret = webhook_secret or new_secret()
         self.webhooks = WebhookDispatcher(
@@ -109,6 +124,7 @@ class Simulator:
             routes=[
                 *openai_routes.routes(self),
                 *anthropic_routes.routes(self),
+                *gemini_routes.routes(self),
                 *admin.routes(self),
             ],
             exception_handlers={404: _unknown_route, 405: _unknown_route},
@@ -124,6 +140,11 @@ class Simulator:
 
     @property
     def anthropic_base_url(self) -> str:
+        return self.base_url
+
+    @property
+    def gemini_base_url(self) -> str:
+        """google-genai's `HttpOptions(base_url=...)`: it appends `v1beta/...` itself."""
         return self.base_url
 
     # ---- time ----------------------------------------------------------------------
@@ -169,11 +190,14 @@ class Simulator:
 
     def faults_for_batch(self, vendor: str, batch_id: str | None) -> tuple[Faults, Budget]:
         """The faults governing calls about an existing batch (the default otherwise)."""
-        batch: OpenAIBatch | AnthropicBatch | None = None
+        batch: OpenAIBatch | AnthropicBatch | GeminiBatch | None = None
         if batch_id is not None:
-            batch = (self.openai_batches if vendor == "openai" else self.anthropic_batches).get(
-                batch_id
-            )
+            tables: dict[str, dict[str, Any]] = {
+                "openai": self.openai_batches,
+                "anthropic": self.anthropic_batches,
+                "gemini": self.gemini_batches,
+            }
+            batch = tables[vendor].get(batch_id)
         if batch is None:
             return self._faults, self._budget
         metadata = (batch.metadata or {}) if isinstance(batch, OpenAIBatch) else {}
@@ -189,6 +213,58 @@ class Simulator:
         self.anthropic_batches[batch.id] = batch
         self.counters.record_create("anthropic", api_key, batch.tag, {})
 
+    def commit_gemini(self, batch: GeminiBatch, api_key: str | None) -> None:
+        self.gemini_batches[batch.id] = batch
+        self.counters.record_create("gemini", api_key, batch.tag, {})
+
+    def gemini_batch(self, batch_id: str) -> GeminiBatch | None:
+        batch = self.gemini_batches.get(batch_id)
+        if batch is not None:
+            self._settle_gemini(batch)
+        return batch
+
+    def render_gemini(self, batch: GeminiBatch) -> dict[str, Any]:
+        """The batch Operation now (its responses file written first, once it has ended)."""
+        self._settle_gemini(batch)
+        return render_batch(batch, self.now(), self.gemini_base_url)
+
+    def _settle_gemini(self, batch: GeminiBatch) -> None:
+        now = self.now()
+        if not batch.timeline.is_terminal(now):
+            return
+        phase = batch.timeline.phase(now)
+        if not batch.notified:
+            batch.notified = True
+            if phase in GEMINI_EVENTS:
+                self.webhooks.schedule(
+                    GEMINI_EVENTS[phase],
+                    batch.name,
+                    batch.timeline.ended_at(),
+                    batch.faults,
+                    batch.seed,
+                    urls=self.gemini_webhook_urls,
+                )
+        if batch.inline or batch.output_file is not None or not has_output(batch, phase):
+            return
+        name = f"files/batch-{batch.id}"
+        self.gemini_files[name] = GeminiFile(
+            name=name,
+            display_name=f"{batch.name} responses",
+            mime_type="application/jsonl",
+            content=responses_jsonl(batch),
+            created_at=batch.timeline.ended_at(),
+            source="GENERATED",
+        )
+        batch.output_file = name
+
+    def enqueued_gemini_tokens(self, model: str, now: float) -> int:
+        return sum(
+            p.input_tokens
+            for b in self.gemini_batches.values()
+            if b.model == model and not b.timeline.is_terminal(now)
+            for p in b.timeline.plans
+        )
+
     def openai_batch(self, batch_id: str) -> OpenAIBatch | None:
         batch = self.openai_batches.get(batch_id)
         if batch is not None:
@@ -203,10 +279,14 @@ class Simulator:
             )
 
     def settle_all(self) -> None:
-        """Write the files of (and queue webhooks for) every OpenAI batch that has ended."""
+        """Write the files of (and queue webhooks for) every OpenAI and Gemini batch that
+        has ended."""
         for batch in self.openai_batches.values():
             if not batch.settled:
                 self._settle(batch)
+        for gemini in self.gemini_batches.values():
+            if not gemini.notified:
+                self._settle_gemini(gemini)
 
     def enqueued_openai_tokens(self, model: str | None, now: float) -> int:
         """Input tokens of unfinished OpenAI batches for `model` (the enqueued-token limit)."""
@@ -265,6 +345,8 @@ async def _unknown_route(request: Request, exc: Exception) -> Response:
     rid = "req_unknown_route"
     if request.url.path.startswith("/v1/messages"):
         return anthropic_error(SimError(status, message), rid)
+    if request.url.path.startswith(("/v1beta", "/upload/v1beta", "/download/v1beta")):
+        return gemini_error(SimError(status, message))
     return openai_error(SimError(status, message), rid)
 
 

@@ -2,8 +2,10 @@
 
 One exception, `SimError`, carries a status and a message; the OpenAI surface renders
 it as `{"error": {message, type, param, code}}`, the Anthropic surface as
-`{"type": "error", "error": {type, message}, "request_id"}`. Every error says whether the
-SDK should retry it (`x-should-retry`), and 429s carry `retry-after`.
+`{"type": "error", "error": {type, message}, "request_id"}`, the Gemini surface as
+`{"error": {code, message, status, details}}` (google.rpc.Status, with a RetryInfo on
+429). Every error says whether the SDK should retry it (`x-should-retry`), and 429s carry
+`retry-after`.
 """
 
 from __future__ import annotations
@@ -37,6 +39,21 @@ _ANTHROPIC_TYPES = {
     500: "api_error",
     504: "timeout_error",
     529: "overloaded_error",
+}
+
+# HTTP code -> google.rpc canonical status name
+GOOGLE_STATUS = {
+    400: "INVALID_ARGUMENT",
+    401: "UNAUTHENTICATED",
+    403: "PERMISSION_DENIED",
+    404: "NOT_FOUND",
+    409: "ALREADY_EXISTS",
+    412: "FAILED_PRECONDITION",
+    413: "INVALID_ARGUMENT",
+    429: "RESOURCE_EXHAUSTED",
+    500: "INTERNAL",
+    503: "UNAVAILABLE",
+    504: "DEADLINE_EXCEEDED",
 }
 
 
@@ -108,3 +125,18 @@ def anthropic_error_body(status: int, message: str, rid: str | None) -> dict[str
 def anthropic_error(err: SimError, rid: str) -> Response:
     headers = {**err.headers(), "request-id": rid}
     return json_response(anthropic_error_body(err.status, err.message, rid), err.status, headers)
+
+
+def gemini_error(err: SimError) -> Response:
+    fallback = "INTERNAL" if err.status >= 500 else "UNKNOWN"
+    status = err.code or GOOGLE_STATUS.get(err.status, fallback)
+    body: dict[str, Any] = {"code": err.status, "message": err.message, "status": status}
+    if err.retry_after is not None:
+        body["details"] = [
+            {
+                "@type": "type.googleapis.com/google.rpc.RetryInfo",
+                "retryDelay": f"{max(1, math.ceil(err.retry_after))}s",
+            }
+        ]
+    headers = {k: v for k, v in err.headers().items() if k != "x-should-retry"}
+    return json_response({"error": body}, err.status, headers)

@@ -44,6 +44,10 @@ Webhooks (OpenAI):
 - `webhook_out_of_order`: events due together are delivered newest first.
 - `webhook_delay_seconds`: added to each event's first delivery time.
 
+Gemini (reported by real users; python-genai#1909, #2008):
+- `out_of_order`: result lines come in the order requests finished, not input order.
+- `drop_inline_keys`: share of inline responses whose echoed `metadata` (our key) is missing.
+
 `seed`: when set, overrides the simulator's seed for decisions under this `Faults`.
 """
 
@@ -101,6 +105,8 @@ class Faults:
     webhook_drop: float = 0.0
     webhook_out_of_order: bool = False
     webhook_delay_seconds: float = 0.0
+    out_of_order: bool = False
+    drop_inline_keys: float = 0.0
 
     def __post_init__(self) -> None:
         for name in (
@@ -111,6 +117,7 @@ class Faults:
             "webhook_duplicate",
             "webhook_drop",
             "expire_finished_share",
+            "drop_inline_keys",
         ):
             value = getattr(self, name)
             if not 0.0 <= value <= 1.0:
@@ -243,6 +250,7 @@ Keys are Faults field names or these short forms:
   finalizing=S cancel=S rate_limit=RATE rate_limit_create=N retry_after=S
   read_5xx=RATE read_5xx_count=N drop_create=N|cut|500|cut:N|500:N
   webhook_duplicate=RATE webhook_drop=RATE webhook_out_of_order=1 webhook_delay=S seed=N
+  out_of_order=1 drop_inline_keys=RATE (Gemini)
 Rates are shares in [0, 1]; S is virtual seconds. drop_create=N drops the next N creates by
 cutting the connection; drop_create=500 (or http500) answers one create with a 500 instead;
 cut:N / 500:N give both the mode and the count."""

@@ -17,22 +17,28 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from batchkiln.simulator.errors import SimError, anthropic_error, openai_error
+from batchkiln.simulator.errors import SimError, anthropic_error, gemini_error, openai_error
 
 if TYPE_CHECKING:
     from batchkiln.simulator.app import Simulator
 
-Vendor = Literal["openai", "anthropic"]
+Vendor = Literal["openai", "anthropic", "gemini"]
 Handler = Callable[[Request], Awaitable[Response]]
 CUT_HEADER = "x-sim-cut"  # a handler's marker: the outer app cuts the connection instead
 
 
 def api_key(request: Request) -> str | None:
-    """The caller's key: `Authorization: Bearer <key>` or `x-api-key` (Anthropic)."""
+    """The caller's key: `Authorization: Bearer <key>`, `x-api-key` (Anthropic), or
+    `x-goog-api-key` / `?key=` (Gemini)."""
     auth = request.headers.get("authorization", "")
     if auth.lower().startswith("bearer ") and auth[7:].strip():
         return auth[7:].strip()
-    return request.headers.get("x-api-key") or None
+    return (
+        request.headers.get("x-api-key")
+        or request.headers.get("x-goog-api-key")
+        or request.query_params.get("key")
+        or None
+    )
 
 
 async def json_body(request: Request) -> object:
@@ -53,6 +59,8 @@ def _check_call(
                 "You didn't provide an API key. You need to provide your API key"
                 " in an Authorization header using Bearer auth.",
             )
+        if vendor == "gemini":
+            raise SimError(403, "Method doesn't allow unregistered callers. Please use an API Key.")
         raise SimError(401, "x-api-key header is required")
     faults, budget = sim.faults_for_batch(vendor, batch_id)
     if faults.rate_limit_rate and sim.call_rng.random() < faults.rate_limit_rate:
@@ -72,6 +80,9 @@ def _check_call(
         if vendor == "openai":
             status = 503 if sim.call_rng.random() < 0.5 else 500
             raise SimError(status, "The server had an error while processing your request.")
+        if vendor == "gemini":
+            status = 503 if sim.call_rng.random() < 0.5 else 500
+            raise SimError(status, "The service is currently unavailable.")
         status = 529 if sim.call_rng.random() < 0.5 else 500
         raise SimError(status, "Overloaded" if status == 529 else "Internal server error")
 
@@ -97,8 +108,11 @@ def vendor_route(
             _check_call(sim, request, vendor, is_read, batch_id)
             response = await handler(request)
         except SimError as err:
+            if vendor == "gemini":
+                return gemini_error(err)
             return openai_error(err, rid) if vendor == "openai" else anthropic_error(err, rid)
-        response.headers["x-request-id" if vendor == "openai" else "request-id"] = rid
+        if vendor != "gemini":
+            response.headers["x-request-id" if vendor == "openai" else "request-id"] = rid
         return response
 
     return Route(path, endpoint, methods=[method], name=f"{vendor} {method} {path}")

@@ -43,8 +43,9 @@ def banner(sim: Simulator) -> str:
         [
             f"OPENAI_BASE_URL={sim.openai_base_url}",
             f"ANTHROPIC_BASE_URL={sim.anthropic_base_url}",
+            f"GOOGLE_GEMINI_BASE_URL={sim.gemini_base_url}",
             f"OPENAI_WEBHOOK_SECRET={sim.webhook_secret}",
-            "OPENAI_API_KEY=sim ANTHROPIC_API_KEY=sim  # any key is accepted",
+            "OPENAI_API_KEY=sim ANTHROPIC_API_KEY=sim GEMINI_API_KEY=sim  # any key is accepted",
             f"# admin API: {sim.base_url}/_sim/counters (faults, clock, webhooks under /_sim/)",
         ]
     )

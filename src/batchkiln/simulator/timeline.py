@@ -173,11 +173,12 @@ def plan_timeline(
     requests: list[PlannedRequest],
     rejected: bool = False,
     finalizing: bool = True,
+    window_seconds: float = WINDOW_SECONDS,
 ) -> Timeline:
     """Fix a batch's timeline at creation: a queue delay, then requests finishing evenly
     over the processing time in a seeded order (results are not in input order)."""
     start = now + faults.queue_delay_seconds
-    expires = now + WINDOW_SECONDS
+    expires = now + window_seconds
     n = len(requests)
     total = faults.processing_seconds + faults.per_request_seconds * n
     if faults.expire:

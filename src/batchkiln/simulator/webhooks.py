@@ -88,9 +88,16 @@ class WebhookDispatcher:
         self._n = 0
 
     def schedule(
-        self, event_type: str, batch_id: str, event_time: float, faults: Faults, seed: int
+        self,
+        event_type: str,
+        batch_id: str,
+        event_time: float,
+        faults: Faults,
+        seed: int,
+        urls: Sequence[str] | None = None,
     ) -> None:
-        """Queue an event for every URL (dropped, doubled or delayed as `faults` say)."""
+        """Queue an event for every URL (dropped, doubled or delayed as `faults` say);
+        `urls` overrides the dispatcher's own (Gemini's project webhooks)."""
         self._n += 1
         event_id = f"evt_{short_id(self.seed, 'event', self._n)}"
         body = orjson.dumps(
@@ -103,7 +110,7 @@ class WebhookDispatcher:
             }
         )
         self.counters.webhook_events += 1
-        for url in self.urls:
+        for url in self.urls if urls is None else urls:
             if unit(seed, event_id, url, "drop") < faults.webhook_drop:
                 self.counters.webhook_dropped += 1
                 self.counters.faults["webhook_drop"] += 1

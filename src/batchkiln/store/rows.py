@@ -75,6 +75,7 @@ class BatchRow:
     cancel_requested_at: float | None = None
     woken_at: float | None = None
     hold_reason: str | None = None
+    input_file: str | None = None  # Gemini: the input file recorded before create
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "state", State(self.state))

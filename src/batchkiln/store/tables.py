@@ -74,6 +74,7 @@ batches = Table(
     Column("submit_started_at", Float, nullable=True),  # first intent: reconcile window start
     Column("submit_attempts", Integer, nullable=False, default=0),
     Column("last_submit_at", Float, nullable=True),  # the settle period runs from here
+    Column("input_file", String(200), nullable=True),  # Gemini: uploaded before create
     # tracking: the persisted schedule, so a restart resumes it
     Column("next_check_at", Float, nullable=True),
     Column("check_attempt", Integer, nullable=False, default=0),

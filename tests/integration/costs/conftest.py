@@ -15,7 +15,7 @@ import pytest
 from batchkiln import App, FakeClock, Kiln, Settings, Simulator, Store
 from batchkiln.costs.budget import GlobalBudget, Period
 
-MODELS = {"openai": "gpt-4o-mini", "anthropic": "claude-haiku-4-5"}
+MODELS = {"openai": "gpt-4o-mini", "anthropic": "claude-haiku-4-5", "gemini": "gemini-2.5-flash"}
 
 
 @dataclass
@@ -44,6 +44,12 @@ def write_requests(
             cap = {} if max_tokens is None else {"max_tokens": max_tokens}
             if vendor == "anthropic":
                 line = {"custom_id": f"r{i}", "params": {**cap, "messages": messages}}
+            elif vendor == "gemini":
+                config = {} if max_tokens is None else {"maxOutputTokens": max_tokens}
+                request = {
+                    "contents": [{"role": "user", "parts": [{"text": messages[0]["content"]}]}]
+                }
+                line = {"key": f"r{i}", "request": {**request, "generationConfig": config}}
             else:
                 line = {
                     "custom_id": f"r{i}",

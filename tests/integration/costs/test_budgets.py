@@ -12,12 +12,14 @@ from batchkiln.store import NotFound
 
 from .conftest import MODELS, Env, write_requests
 
-VENDORS = ["openai", "anthropic"]
+VENDORS = ["openai", "anthropic", "gemini"]
 
 
 def estimate_of(env: Env, n: int, vendor: str, name: str = "in.jsonl") -> float:
     path = write_requests(env.tmp / name, n, vendor=vendor)
-    endpoint = "/v1/messages" if vendor == "anthropic" else "/v1/chat/completions"
+    endpoint = {"anthropic": "/v1/messages", "gemini": "generateContent"}.get(
+        vendor, "/v1/chat/completions"
+    )
     total, _ = estimate_file(
         path, provider=vendor, model=MODELS[vendor], endpoint=endpoint, mode="approx"
     )

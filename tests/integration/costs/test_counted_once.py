@@ -17,7 +17,7 @@ from batchkiln.store.tables import costs, results
 
 from .conftest import MODELS, Env, write_requests
 
-VENDORS = ["openai", "anthropic"]
+VENDORS = ["openai", "anthropic", "gemini"]
 
 
 async def cost_rows(env: Env, job_id: str) -> list[dict[str, Any]]:

@@ -1,4 +1,4 @@
-"""Fixtures for the adapter tests: a simulator on a fake clock, and both adapters
+"""Fixtures for the adapter tests: a simulator on a fake clock, and the adapters
 reaching it through the official SDKs over one in-process httpx ASGI transport."""
 
 from __future__ import annotations
@@ -9,7 +9,7 @@ import httpx
 import pytest
 
 from batchkiln.clock import FakeClock
-from batchkiln.providers import AnthropicProvider, OpenAIProvider
+from batchkiln.providers import AnthropicProvider, GeminiProvider, OpenAIProvider
 from batchkiln.simulator import Faults, Simulator
 
 from .helpers import PAGE, SIM_URL
@@ -48,6 +48,15 @@ async def oai(sim: Simulator, http: httpx.AsyncClient) -> AsyncIterator[OpenAIPr
 async def ant(sim: Simulator, http: httpx.AsyncClient) -> AsyncIterator[AnthropicProvider]:
     provider = AnthropicProvider(
         http_client=http, base_url=sim.anthropic_base_url, api_key="test", list_page_size=PAGE
+    )
+    yield provider
+    await provider.aclose()
+
+
+@pytest.fixture
+async def gem(sim: Simulator, http: httpx.AsyncClient) -> AsyncIterator[GeminiProvider]:
+    provider = GeminiProvider(
+        http_client=http, base_url=sim.gemini_base_url, api_key="test", list_page_size=PAGE
     )
     yield provider
     await provider.aclose()

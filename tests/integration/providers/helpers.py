@@ -11,6 +11,7 @@ SIM_URL = "http://sim.test"
 PAGE = 3  # list page size, small so a handful of batches spans pages
 OPENAI_MODEL = "gpt-4o-mini"
 ANTHROPIC_MODEL = "claude-sonnet-4-5"
+GEMINI_MODEL = "gemini-2.5-flash"
 
 
 def openai_spec(tag: str, n: int = 4, *, endpoint: str = "/v1/chat/completions") -> CreateSpec:
@@ -37,6 +38,28 @@ def anthropic_spec(tag: str, n: int = 4) -> CreateSpec:
         model=ANTHROPIC_MODEL,
         endpoint="/v1/messages",
         requests=requests,
+    )
+
+
+def gemini_spec(tag: str, n: int = 4, **extra: object) -> CreateSpec:
+    requests = [
+        WireRequest(
+            f"{tag}-{i}",
+            {
+                "model": GEMINI_MODEL,
+                "contents": [{"role": "user", "parts": [{"text": f"question {i}"}]}],
+                "generationConfig": {"maxOutputTokens": 64},
+            },
+        )
+        for i in range(n)
+    ]
+    return CreateSpec(
+        batch_key=f"key-{tag}",
+        tag=tag,
+        model=GEMINI_MODEL,
+        endpoint="generateContent",
+        requests=requests,
+        **extra,  # type: ignore[arg-type]
     )
 
 

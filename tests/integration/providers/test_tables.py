@@ -480,14 +480,19 @@ async def test_window_oldest_first_reads_all_and_sorts() -> None:
 
 
 async def test_make_provider() -> None:
-    """The factory builds both adapters with SDK retries off and refuses unknown names."""
+    """The factory builds the adapters with SDK retries off and refuses unknown names."""
     for name in ("openai", "anthropic"):
         provider = make_provider(name, base_url="http://sim/v1", api_key="k")
         assert provider.name == name
         assert provider.client.max_retries == 0  # type: ignore[attr-defined]
         await provider.aclose()
+    gemini = make_provider("gemini", base_url="http://sim", api_key="k")
+    options = gemini.client._api_client._http_options  # type: ignore[attr-defined]
+    assert gemini.name == "gemini" and options.retry_options.attempts == 1
+    assert options.api_version == "v1beta"
+    await gemini.aclose()
     with pytest.raises(ValueError, match="unknown provider"):
-        make_provider("gemini")
+        make_provider("cohere")
 
 
 def test_unknown_status_reads_as_in_progress() -> None:

@@ -81,3 +81,28 @@ def test_serve_prints_the_environment_and_runs_uvicorn(monkeypatch: pytest.Monke
     assert ran["port"] == 8089 and ran["host"] == "127.0.0.1"
     with pytest.raises(ValueError):
         standalone.serve(faults_spec="nonsense=1", echo=printed.append)
+
+
+async def test_the_gemini_adapter_over_loopback_with_its_own_http_client() -> None:
+    """google-genai with its default httpx client: upload, create, poll, stream results."""
+    from batchkiln.lifecycle import State
+    from batchkiln.providers import CreateSpec, GeminiProvider, WireRequest
+
+    clock = FakeClock()
+    sim = Simulator(clock=clock, seed=0)
+    with serve_in_thread(sim) as url:
+        provider = GeminiProvider(base_url=url, api_key="k")
+        body = {"contents": [{"role": "user", "parts": [{"text": "hello"}]}]}
+        spec = CreateSpec(
+            "k", "lb1", "gemini-2.5-flash", "generateContent",
+            [WireRequest(f"lb1-{i}", body) for i in range(3)],
+        )  # fmt: skip
+        try:
+            created = await provider.create(spec)
+            clock.advance(3600)
+            ended = await provider.retrieve(created.vendor_id)
+            assert ended.state == State.COMPLETED
+            keys = sorted([line.wire_id async for line in provider.results(ended)])
+            assert keys == ["lb1-0", "lb1-1", "lb1-2"]
+        finally:
+            await provider.aclose()

@@ -3,8 +3,6 @@ output and error files, pagination, cancel, expiry and error shapes."""
 
 from __future__ import annotations
 
-import time
-
 import anthropic
 import openai
 import orjson
@@ -193,19 +191,17 @@ async def test_cancelling_a_completed_batch_is_refused(
         await oai.batches.cancel(batch.id)
 
 
-async def test_expiry_keeps_finished_part_in_under_a_second(
+async def test_expiry_keeps_finished_part_on_the_virtual_clock(
     sim: Simulator, oai: openai.AsyncOpenAI, clock: FakeClock
 ) -> None:
     """A too-slow batch passes its 24 h window and expires, finished results kept,
-    the rest as `batch_expired` lines, in well under a second of real time."""
+    the rest as `batch_expired` lines; the 24 h pass on the fake clock, not in real time."""
     sim.faults = Faults(expire=True, expire_finished_share=0.3)
-    started = time.perf_counter()
     batch = await submit(oai, chat_lines(10))
     clock.advance(23 * 3600)
     assert (await raw_batch(oai, batch.id)).status == "in_progress"
     clock.advance(3600)
     done = await raw_batch(oai, batch.id)
-    assert time.perf_counter() - started < 1.0
     assert done.status == "expired" and done.expired_at == done.expires_at
     assert done.output_file_id is not None and done.error_file_id is not None
     assert len(await file_lines(oai, done.output_file_id)) == 3

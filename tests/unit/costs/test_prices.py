@@ -16,7 +16,7 @@ def test_the_shipped_table_is_dated_sourced_and_discounts_batches_by_half() -> N
     table = load_prices()
     assert table.as_of[:2] == "20"
     assert table.batch_discount == 0.5
-    assert set(table.models) == {"openai", "anthropic"}
+    assert set(table.models) == {"openai", "anthropic", "gemini"}
     for provider in table.models:
         assert table.sources[provider].startswith("https://")
 

@@ -188,7 +188,7 @@ def test_a_line_error_reads_file_line_reason(tmp_path: Path) -> None:
         ({"custom_id": "a", "url": "/v1/chat/completions", "body": CHAT}, "method must be"),
         ({"custom_id": "a", "body": ["x"]}, "body must be a JSON object, got an array"),
         ({**oai("a"), "body": "hi"}, "body must be a JSON object, got a string"),
-        ({"custom_id": "a"}, "a line needs body (plain or OpenAI form) or params"),
+        ({"custom_id": "a"}, "a line needs body (plain or OpenAI form), params (Anthropic form)"),
         ({"custom_id": "a", "body": {**CHAT, "model": ""}}, "body.model must be a non-empty"),
         ({"custom_id": "a", "body": {**CHAT, "model": 4}}, "body.model must be a non-empty"),
         (ant("a"), "this is an Anthropic batch line (params); use --provider anthropic"),
@@ -315,7 +315,8 @@ def test_a_missing_file_is_an_input_error(tmp_path: Path) -> None:
     [
         ("openai", "/v1/files", "--endpoint '/v1/files' is not a batch endpoint"),
         ("anthropic", "/v1/chat/completions", "Anthropic batches take /v1/messages only"),
-        ("gemini", None, "unknown provider 'gemini'"),
+        ("vertex", None, "unknown provider 'vertex'"),
+        ("gemini", "/v1/messages", "Gemini batches take generateContent only"),
     ],
 )
 def test_a_bad_command_is_rejected_before_reading(

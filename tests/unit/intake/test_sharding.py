@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import itertools
-import time
 from pathlib import Path
 
 import orjson
@@ -146,16 +145,13 @@ def test_validate_file_splits_a_file_with_small_limits(tmp_path: Path) -> None:
 
 
 def test_the_real_openai_count_limit_on_a_real_file(tmp_path: Path) -> None:
-    """50,001 tiny requests validate into shards of 50,000 and 1, in well under 2 s."""
+    """50,001 tiny requests validate into shards of 50,000 and 1 (speed: bench/, not here)."""
     path = tmp_path / "in.jsonl"
     with path.open("wb") as out:
         for i in range(50_001):
             out.write(orjson.dumps({"custom_id": str(i), "body": {"input": "x"}}) + b"\n")
-    started = time.perf_counter()
     summary = validate_file(path, provider="openai", model="m", endpoint="/v1/embeddings")
-    elapsed = time.perf_counter() - started
     assert [(s.start, s.stop, s.count) for s in summary.shards] == [
         (0, 50_000, 50_000),
         (50_000, 50_001, 1),
     ]
-    assert elapsed < 2.0, elapsed
