@@ -216,6 +216,10 @@ class Submitter:
             return StepResult(None, "reconciled")
         if not mine:
             mine = [c for c in candidates if c.tag is None and await self._unclaimed(c, batch)]
+            if len(mine) == 1 and mine[0].input_file_id is not None:
+                # matched by the input file we uploaded (and recorded) first: proof
+                await self._accept(batch, mine[0], how="reconciled by our input file")
+                return StepResult(None, "reconciled")
             if len(mine) == 1:  # window + count only: may be another store's batch
                 await self._accept(
                     batch,
