@@ -27,7 +27,7 @@ from typing import Any
 
 import httpx
 
-from batchkiln.clock import Clock, ScaledClock, SystemClock
+from batchkiln.clock import Clock, ScaledClock, SystemClock, store_time
 from batchkiln.costs import prices, tokens
 from batchkiln.costs.budget import GlobalBudget
 from batchkiln.engine.budget import BudgetGuard
@@ -97,6 +97,8 @@ class App:
         tracking: TrackingPolicy | TrackingMode | str | None = None,
         worker: str | None = None,
         rng: random.Random | None = None,
+        vendor_clock: Clock | None = None,
+        time_scale: float = 1.0,
     ) -> None:
         self.settings = settings
         # The cost model is process-wide (estimates and costs are pure functions of the
@@ -105,7 +107,10 @@ class App:
         tokens.configure(settings.tokenizer)
         self.store = store
         self.providers = providers
-        self.clock = clock
+        self.clock = clock  # store time: real UTC (or a test's FakeClock)
+        # the vendor's time: the simulator's virtual clock when it runs fast
+        self.vendor_clock = vendor_clock or clock
+        self.time_scale = time_scale  # vendor seconds per store second
         self.simulator = simulator
         self.worker = worker or default_worker_id()
         self.tracking = TrackingPolicy.of(
@@ -130,6 +135,9 @@ class App:
             tracking=self.tracking,
             budget=self.budget,
             lease_seconds=self.settings.lease_seconds,
+            vendor_clock=self.vendor_clock,
+            time_scale=self.time_scale,
+            enqueued_limits=self.settings.enqueued_token_limits,
             stall_after=self.settings.stall_after_seconds,
             vendor_concurrency=self.settings.vendor_concurrency,
         )
@@ -148,6 +156,8 @@ class App:
         """The App for real vendors (credentials from the settings). Close it with
         `aclose()`, or use `App.open(...)`."""
         settings = settings or Settings.load()
+        # Real vendors: one clock for all. (`kiln worker --speed`, a hidden test tool for
+        # the standalone simulator, shares one virtual clock with it on purpose.)
         clock = clock or SystemClock()
         providers = LazyProviders(
             {name: functools.partial(_real_provider, name, settings) for name in VENDORS}
@@ -199,22 +209,26 @@ class App:
         `anthropic` and `gemini` (and their aliases `simulator`, `simulator-anthropic`,
         `simulator-gemini`) all go to it.
 
-        `clock` defaults to one running `speed` times real time; `faults` to
+        `clock` defaults to one running `speed` times real time (the vendor's clock: the
+        store still gets real UTC, see `clock.store_time`); `faults` to
         KILN_SIMULATOR_FAULTS; `store` (not closed here) to `database_url` or the
         settings' database."""
         settings = settings or Settings.load()
-        clock = clock or ScaledClock(speed)
+        vendor_clock = clock or ScaledClock(speed)
+        # The simulator's timeline runs on the virtual clock; the store and the
+        # engine on real time, with the engine's waits scaled (clock.store_time).
+        clock, scale = store_time(vendor_clock)
         if faults is None:
             faults = parse_faults(settings.simulator_faults)
         simulator = Simulator(
-            clock=clock,
+            clock=vendor_clock,
             seed=seed,
             faults=faults,
             base_url=SIM_BASE_URL,
             webhook_urls=webhook_urls,
             webhook_secret=webhook_secret,
             webhook_client=webhook_client,
-            signing_clock=clock,
+            signing_clock=clock,  # signatures are checked against the receiver's clock
         )
         async with AsyncExitStack() as stack:
             http = httpx.AsyncClient(
@@ -249,6 +263,8 @@ class App:
                 tracking=tracking,
                 worker=worker,
                 rng=rng,
+                vendor_clock=vendor_clock,
+                time_scale=scale,
             )
             try:
                 yield app

@@ -68,3 +68,18 @@ class FakeClock:
     async def sleep(self, seconds: float) -> None:
         self.advance(max(0.0, seconds))
         await asyncio.sleep(0)  # let other tasks observe the new time
+
+
+def store_time(clock: Clock) -> tuple[Clock, float]:
+    """The clock a store is stamped with for `clock`, and how many of `clock`'s
+    seconds pass per store second.
+
+    Store times are real UTC: a shared store must never hold virtual time (leases
+    hours in the future, `kiln status` sorting wrongly). A `ScaledClock` is the
+    simulator's vendor timeline running fast; the engine then stamps the store with
+    the system clock and divides its own waits (in vendor seconds) by the speed, so
+    the demo stays fast. Any other clock (a FakeClock in tests, the system clock) is
+    used as it is."""
+    if isinstance(clock, ScaledClock):
+        return SystemClock(), clock.speed
+    return clock, 1.0

@@ -240,6 +240,13 @@ def _noun(row_id: str) -> str:
     return "job" if row_id.startswith("job_") else "batch"
 
 
+class ProviderNotConfigured(ConfigError, LookupError):
+    """A Job names a provider this process has no adapter for (e.g. a `simulator` job
+    seen by a worker without the in-process simulator): its batches are skipped."""
+
+    kind = "provider_not_configured"
+
+
 __all__ = [
     "AmbiguousOutcome",
     "BudgetExceeded",
@@ -254,6 +261,7 @@ __all__ = [
     "LeaseLost",
     "LineError",
     "NotFound",
+    "ProviderNotConfigured",
     "StaleTransition",
     "StoreError",
     "TransitionError",

@@ -44,6 +44,9 @@ class Event(StrEnum):
     VENDOR_CANCELLED = "vendor_cancelled"
     DOWNLOAD = "download"  # start ingesting results (resumable)
     INGESTED = "ingested"  # results stored, key archived, cost recorded
+    # A vendor batch adopted without proof whose results carry another tag: it was never
+    # ours; the batch goes back to submitting (reconcile, then send) on its own key.
+    DISOWNED = "disowned"
 
 
 @dataclass(frozen=True)
@@ -75,6 +78,8 @@ TRANSITIONS: dict[tuple[State, Event], State] = {
     (State.NOT_SUBMITTED, Event.CANCEL): State.CANCELLED,
     (State.SUBMITTING, Event.ACCEPTED): State.PENDING,
     (State.SUBMITTING, Event.REJECTED): State.FAILED,
+    # a cancel recorded while the create was unresolved, and no vendor batch exists
+    (State.SUBMITTING, Event.CANCEL): State.CANCELLED,
     (State.PENDING, Event.STARTED): State.IN_PROGRESS,
     (State.PENDING, Event.CANCEL): State.CANCELLING,
     (State.IN_PROGRESS, Event.CANCEL): State.CANCELLING,
@@ -84,6 +89,7 @@ TRANSITIONS: dict[tuple[State, Event], State] = {
         for ended in (State.COMPLETED, State.PARTIAL, State.FAILED, State.EXPIRED, State.CANCELLED)
     },
     (State.DOWNLOADING, Event.INGESTED): State.DONE,
+    (State.DOWNLOADING, Event.DISOWNED): State.SUBMITTING,
 }
 
 STATE_INFO: dict[State, StateInfo] = {

@@ -132,20 +132,34 @@ async def rejected_input(rt: App, work: Path) -> Report:
     except InputError as exc:
         message = str(exc)
     calls_before = sum(rt.simulator.counters.calls.values())
-    rt.simulator.faults = Faults(reject_batch="token_limit_exceeded")
-    job = await _job(rt, write_requests(work / "s3b.jsonl", 10), "scenario-3b")
+    # The vendor refuses the first batch for its enqueued-token limit: a transient
+    # rejection, so its requests go again as a child once capacity frees.
+    submitted = await rt.kiln.submit(
+        write_requests(work / "s3b.jsonl", 10), provider="simulator", model=MODEL, key="scenario-3b"
+    )
+    job = submitted.job.id
+    first = (await rt.kiln.status(job)).batches[0]
+    rt.simulator.set_batch_faults(first.tag, Faults(reject_batch="token_limit_exceeded"))
+    await rt.kiln.run_until_done(job)
     events = await _describe(rt, report, job)
     report.outcome = f"malformed file: {message.splitlines()[0] if message else '-'}; " + (
         f"token limit: {report.outcome}"
     )
-    report.action = "fix the input (line number given); no blind retry of a rejected batch"
+    report.action = (
+        "fix the input (line number given); a token-limit rejection is transient: wait"
+        " for capacity, then the same requests go as a child batch"
+    )
     cost = _costs(events)
+    batches = (await rt.kiln.status(job)).batches
     report.checks = {
         "the malformed line is named with its number": f"{bad}:7:" in message,
         "nothing reached the vendor for the malformed file": calls_before == 0,
         "the token-limit batch failed with the vendor's reason": "token_limit_exceeded"
-        in str((await rt.kiln.status(job)).batches[0].error),
-        "nothing billed": len(cost) == 1 and cost[0].get("billed_requests") == 0,
+        in str(batches[0].error),
+        "its requests went again as a child and succeeded": len(batches) == 2
+        and batches[1].parent_id == batches[0].id
+        and await rt.kiln.store.ledger.job_counts(job) == {"succeeded": 10},
+        "the rejected batch billed nothing": cost[0].get("billed_requests") == 0,
     }
     return report
 

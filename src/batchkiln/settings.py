@@ -80,6 +80,12 @@ class Settings(BaseSettings):
         description="accepted vendor webhook secrets, comma separated (old and new during a"
         " rotation); OPENAI_WEBHOOK_SECRET is added",
     )
+    enqueued_token_limits: Annotated[dict[str, int], NoDecode] = Field(
+        default_factory=dict,
+        description="per-model caps on the input tokens of our unfinished batches, e.g."
+        " gpt-4o-mini=2000000,gpt-4o=900000: a batch that would pass one waits"
+        " (not_submitted) for capacity; lowered by the vendor's own rejections",
+    )
     lease_seconds: float = Field(
         60.0,
         gt=0,
@@ -162,6 +168,26 @@ class Settings(BaseSettings):
     @classmethod
     def _split_secrets(cls, value: Any) -> Any:
         return _split(value)
+
+    @field_validator("enqueued_token_limits", mode="before")
+    @classmethod
+    def _parse_limits(cls, value: Any) -> Any:
+        if not isinstance(value, str):
+            return value
+        parts: list[str] = []
+        for part in _split(value):  # "m=2,000,000": digit groups rejoin their number
+            if parts and "=" not in part and part.isdigit():
+                parts[-1] += part
+            else:
+                parts.append(part)
+        limits: dict[str, int] = {}
+        for part in parts:
+            model, sep, number = part.rpartition("=")
+            digits = number.replace("_", "").replace(",", "")
+            if not sep or not model or not digits.isdigit() or int(digits) <= 0:
+                raise ValueError(f"expected MODEL=TOKENS (a positive integer), got {part!r}")
+            limits[model] = int(digits)
+        return limits
 
     @field_validator("budget_usd")
     @classmethod

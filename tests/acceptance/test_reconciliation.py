@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import pytest
+
 from batchkiln.lifecycle import Event, State
 from batchkiln.providers.base import CreateSpec, WireRequest
 from batchkiln.simulator import Faults
@@ -68,11 +70,12 @@ async def test_a_single_anthropic_candidate_is_adopted_and_confirmed_by_its_resu
     assert not [e for e in events if e.kind == "results.foreign"]
 
 
-async def test_an_adopted_batch_that_is_not_ours_is_reported_and_its_requests_retried(
+async def test_an_adopted_batch_that_is_not_ours_is_disowned_and_its_requests_resent(
     env: Env,
 ) -> None:
-    """If the only same-size candidate was someone else's, its foreign ids are reported,
-    never accepted, and our requests go out again as a retry child."""
+    """If the only same-size candidate was someone else's, it was adopted provisionally;
+    its results show another tag, so it is disowned (nothing of it ingested) and our
+    requests go out again on the same batch, using no attempt."""
     path = write_requests(env.tmp / "in.jsonl", 3, vendor="anthropic")
     submitted = await env.kiln.submit(path, provider="anthropic", model=MODELS["anthropic"])
     (batch,) = await env.store.batches.for_job(submitted.job.id)
@@ -92,6 +95,27 @@ async def test_an_adopted_batch_that_is_not_ours_is_reported_and_its_requests_re
     )
     status = await env.kiln.run_until_done(submitted.job.id)
     events = await env.store.audit.for_job(submitted.job.id)
-    assert len([e for e in events if e.kind == "results.foreign"]) == 3
+    assert not [e for e in events if e.kind == "results.foreign"]
+    assert [e.kind for e in events].count("batch.disowned") == 1
     assert status.counts == {"succeeded": 3}
-    assert len(status.batches) == 2 and status.batches[1].parent_id == status.batches[0].id
+    (final,) = status.batches
+    assert final.attempt == 1 and final.foreign_vendor_ids and final.provisional == 0
+
+
+@pytest.mark.parametrize("vendor", ["openai", "anthropic"])
+@pytest.mark.parametrize("drop", ["cut", "500"])
+async def test_a_dropped_create_the_vendor_lists_is_recovered_within_five_seconds(
+    env: Env, vendor: str, drop: str
+) -> None:
+    """Reconciliation runs at once after an unknown outcome (the settle period only
+    gates a resend): the vendor lists the batch, so it is adopted within 5 s."""
+    env.sim.faults = Faults(drop_create=drop, drop_create_count=1)  # type: ignore[arg-type]
+    path = write_requests(env.tmp / "in.jsonl", 3, vendor=vendor)
+    submitted = await env.kiln.submit(path, provider=vendor, model=MODELS[vendor])
+    status = await env.kiln.run_until_done(submitted.job.id)
+    assert status.counts == {"succeeded": 3}
+    assert env.sim.counters.batches_created == 1
+    events = await env.store.audit.for_job(submitted.job.id)
+    unknown = next(e for e in events if e.kind == "submit.unknown")
+    accepted = next(e for e in events if e.kind == "batch.accepted")
+    assert accepted.at - unknown.at <= 5.0, (unknown.at, accepted.at)

@@ -185,7 +185,7 @@ def demo(
         async with App.simulated(
             Settings.load(), faults=faults, seed=seed, database_url=fresh_sqlite_url(db_path)
         ) as rt:
-            started = rt.clock.now()
+            started = rt.vendor_clock.now()
             submitted = await rt.kiln.submit(
                 source, provider=provider, model=model, key=f"demo-{vendor}"
             )
@@ -193,7 +193,7 @@ def demo(
             await write_results(rt.kiln.store, submitted.job.id, results_path)
             events = await rt.kiln.store.audit.for_job(submitted.job.id)
             walked = [(e.batch_id, e.from_state, e.to_state) for e in events]
-            return status, walked, rt.clock.now() - started
+            return status, walked, rt.vendor_clock.now() - started
 
     status, walked, vendor_seconds = run_command(go)
     console.print("\n[bold]what happened[/]")

@@ -23,6 +23,7 @@ from batchkiln.cli.app import (
 )
 from batchkiln.cli.options import above_zero, at_least, choice, port
 from batchkiln.clock import ScaledClock
+from batchkiln.engine.cancel import CancelReport
 from batchkiln.engine.schedule import TrackingMode
 from batchkiln.engine.worker import Worker
 from batchkiln.settings import Settings
@@ -199,11 +200,15 @@ def workers(as_json: JsonOpt = False) -> None:
 
 @app.command()
 def cancel(job: Annotated[str, typer.Argument(help="Job id or key.")]) -> None:
-    """Ask the vendor to cancel every live batch of a Job (finished results are kept)."""
+    """Cancel a Job: every batch gets the cancel (recorded as intent, applied at the
+    vendor where safe); finished results are kept and ingested. One line per batch."""
 
-    async def go() -> list[str]:
+    async def go() -> list[CancelReport]:
         async with open_app() as rt:
             return await rt.kiln.cancel(job)
 
-    ids = run_command(go)
-    console.print(f"cancel requested for {len(ids)} batch(es): {', '.join(ids) or 'none live'}")
+    reports = run_command(go)
+    for report in reports:
+        console.print(f"{report.batch_id} ({report.state}): {report.action}: {report.detail}")
+    if not reports:
+        console.print("the job has no batches")

@@ -77,7 +77,8 @@ def status_view(status: JobStatus, now: float, *, clock_now: float | None = None
     head = Table.grid(padding=(0, 2))
     head.add_row("job", f"[bold]{job.id}[/]", "key", job.key)
     head.add_row("provider", f"{job.provider} / {job.model}", "requests", str(job.request_count))
-    head.add_row("state", f"[bold]{status.state}[/]", "elapsed", duration(now - job.created_at))
+    state = f"[bold]{status.state}[/]" + (f" ({status.waiting})" if status.waiting else "")
+    head.add_row("state", state, "elapsed", duration(now - job.created_at))
     outcome = ", ".join(f"{k} {v}" for k, v in sorted(status.counts.items()))
     head.add_row("outcomes", outcome, "source", job.source or "-")
     table = Table(title="batches", title_justify="left", expand=False)
@@ -107,7 +108,7 @@ def status_view(status: JobStatus, now: float, *, clock_now: float | None = None
             batch_progress(b),
             next_check,
             str(b.vendor_calls),
-            STATE_INFO[b.state].next_action,
+            b.hold_reason or STATE_INFO[b.state].next_action,
         )
     leases = [Text(line, style="yellow") for line in lease_lines(status.batches, lease_now)]
     return Group(head, table, *leases)
@@ -136,6 +137,7 @@ def status_json(status: JobStatus) -> dict[str, Any]:
         "job_id": job.id,
         "key": job.key,
         "state": status.state,
+        "waiting": status.waiting,
         "provider": job.provider,
         "model": job.model,
         "requests": job.request_count,
@@ -156,6 +158,9 @@ def status_json(status: JobStatus) -> dict[str, Any]:
                 "vendor_calls": b.vendor_calls,
                 "lease_owner": b.lease_owner,
                 "lease_expires_at": b.lease_expires_at,
+                "hold_reason": b.hold_reason,
+                "cancel_requested": b.cancel_requested_at is not None,
+                "provisional": bool(b.provisional),
                 "vendor_ended_at": b.vendor_ended_at,
                 "detected_at": b.detected_at,
                 "detection_latency": detection_latency(b),

@@ -12,13 +12,15 @@ checked, so under a budget it is refused rather than waved through.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterable
+from collections.abc import AsyncIterable, AsyncIterator
+from contextlib import asynccontextmanager
 
 import orjson
 
 from batchkiln.clock import Clock
 from batchkiln.costs import Estimate, Estimator, unknown_price
 from batchkiln.costs.budget import GlobalBudget, Refusal, describe
+from batchkiln.engine.admission import AdmissionLock
 from batchkiln.engine.policy import JobOptions
 from batchkiln.errors import BudgetExceeded
 from batchkiln.store import BatchRow, JobRow, NewEstimate, NotFound, Store
@@ -59,6 +61,17 @@ class BudgetGuard:
         self.store = store
         self.clock = clock
         self.global_budget = global_budget  # from the settings; None: no global limit
+        self._lock = AdmissionLock(store)
+
+    @asynccontextmanager
+    async def admission(self) -> AsyncIterator[None]:
+        """Hold the admission lock (see engine/admission.py) while a check and what it
+        admits are recorded; a no-op without a global budget (Jobs share nothing)."""
+        if self.global_budget is None:
+            yield
+            return
+        async with self._lock.hold():
+            yield
 
     async def admit_new(
         self,
@@ -106,6 +119,30 @@ class BudgetGuard:
         """Estimate a retry child of `batch` (`retrying` requests, their stored
         `bodies` streamed) and admit it; False (audited) if it does not fit.
         `closing_cost` is the closing batch's cost, not yet recorded."""
+        async with self.admission():
+            return await self._admit_retry(
+                job,
+                batch,
+                child_key,
+                retrying,
+                bodies,
+                closing_cost,
+                vendor=vendor,
+                worker=worker,
+            )
+
+    async def _admit_retry(
+        self,
+        job: JobRow,
+        batch: BatchRow,
+        child_key: str,
+        retrying: int,
+        bodies: AsyncIterable[bytes],
+        closing_cost: float | None,
+        *,
+        vendor: str,
+        worker: str,
+    ) -> bool:
         estimator = Estimator.for_job(vendor, job.model, job.endpoint)
         part = estimator.new_part()
         async for body in bodies:

@@ -12,6 +12,16 @@ Memory does not grow with the batch: result rows go to the store a chunk at a
 time, the carried and seen seqs are bitmaps (one bit a request), and the plan is
 a decision per *shape* of result (`OutcomeRules`) that the store applies with
 set-based statements, so no per-request outcome is held in Python.
+
+A batch adopted without proof (`provisional`) is first checked: the first result
+line whose id we can read must carry our tag. If it does, the batch is ours
+(proven); if not, it is disowned: back to submitting with its vendor id
+forgotten and remembered as foreign, nothing ingested, no attempt used.
+
+A cancel recorded on the batch (`cancel_requested_at`) stops retries: what
+would have gone to a retry child ends `cancelled`. A batch the vendor failed
+for a transient reason (OpenAI `token_limit_exceeded`) sends all its requests to
+a child that waits for capacity, without using up their attempts.
 """
 
 from __future__ import annotations
@@ -19,11 +29,13 @@ from __future__ import annotations
 import asyncio
 from collections import Counter
 from collections.abc import AsyncIterable, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 from batchkiln.clock import Clock
 from batchkiln.costs import batch_cost
 from batchkiln.engine.budget import BudgetGuard
+from batchkiln.engine.capacity import MAX_TRANSIENT_REJECTIONS, EnqueuedTokens, transient_code
 from batchkiln.engine.hygiene import delete_vendor_files
 from batchkiln.engine.policy import JobOptions
 from batchkiln.engine.step import StepResult
@@ -80,11 +92,20 @@ class SeqSet:
 
 
 class Ingestor:
-    def __init__(self, store: Store, clock: Clock, worker: str, budget: BudgetGuard) -> None:
+    def __init__(
+        self,
+        store: Store,
+        clock: Clock,
+        worker: str,
+        budget: BudgetGuard,
+        *,
+        capacity: EnqueuedTokens | None = None,
+    ) -> None:
         self.store = store
         self.clock = clock
         self.worker = worker
         self.budget = budget
+        self.capacity = capacity
 
     async def ingest(
         self,
@@ -107,6 +128,20 @@ class Ingestor:
             )
         else:
             ended_as = await self._ended_as(batch)
+        if batch.provisional and batch.vendor_id is not None:
+            if vendor is None or vendor.state not in ENDED_AT_VENDOR:
+                vendor = await provider.retrieve(batch.vendor_id)  # the one retrieve
+            if not await self._ours(batch, provider, vendor):
+                return await self._disown(batch)
+            await self.store.batches.prove_ownership(batch.id)
+            await self.store.audit.record(
+                "submit.proven",
+                job_id=batch.job_id,
+                batch_id=batch.id,
+                worker=self.worker,
+                reason=f"the results of {batch.vendor_id} carry our tag: the batch is ours",
+            )
+            batch = await self.store.batches.get(batch.id)
         carried = SeqSet()
         async for seq in self.store.ledger.seqs_of(batch.id):
             carried.add(seq)
@@ -126,6 +161,8 @@ class Ingestor:
                     },
                 )
                 batch = await self.store.batches.get(batch.id)
+                if self.capacity is not None and transient_code(batch.error):
+                    await self.capacity.learn(job, batch, str(errors[0]["message"]))
             stats = await self._download(batch, provider.results(vendor), carried)
         else:
             vendor = None
@@ -135,6 +172,52 @@ class Ingestor:
         child_id = await self.store.ledger.close_batch(batch, closing, worker=self.worker)
         await delete_vendor_files(self.store, provider, job, batch, vendor, worker=self.worker)
         return StepResult(None, "done" + (f"; retry batch {child_id}" if child_id else ""))
+
+    async def _ours(self, batch: BatchRow, provider: Provider, vendor: VendorBatch) -> bool:
+        """Whether the results of a provisionally adopted batch carry our tag (the
+        first line with a readable id decides; no readable line proves nothing)."""
+        stream = provider.results(vendor)
+        try:
+            async for line in stream:
+                parsed = parse_wire_id(line.wire_id)
+                if parsed is not None:
+                    return parsed[0] == batch.tag
+                if line.wire_id:
+                    return False  # an id that is not in our shape at all
+        finally:
+            aclose = getattr(stream, "aclose", None)
+            if aclose is not None:
+                await aclose()
+        return False
+
+    async def _disown(self, batch: BatchRow) -> StepResult:
+        """A provisional adoption turned out to be someone else's batch: forget it,
+        remember it as foreign, and go back to submitting on our own key."""
+        foreign = [*(batch.foreign_vendor_ids or []), str(batch.vendor_id)]
+        await self.store.batches.transition(
+            batch,
+            State.DOWNLOADING,
+            Event.DISOWNED,
+            worker=self.worker,
+            reason=f"vendor batch {batch.vendor_id} is not ours (its results carry another"
+            " tag); never cancelled or deleted by us; reconcile, then send ours",
+            values={
+                "vendor_id": None,
+                "vendor_status": None,
+                "vendor_total": None,
+                "vendor_succeeded": None,
+                "vendor_failed": None,
+                "vendor_created_at": None,
+                "vendor_ended_at": None,
+                "detected_at": None,
+                "error": None,
+                "provisional": 0,
+                "foreign_vendor_ids": foreign,
+                "check_attempt": 0,
+            },
+            data={"foreign_vendor_id": batch.vendor_id},
+        )
+        return StepResult(0, f"disowned {batch.vendor_id}")
 
     async def _ended_as(self, batch: BatchRow) -> State:
         """The vendor outcome a batch had before it entered downloading (from the audit log)."""
@@ -201,8 +284,21 @@ class Ingestor:
 
     async def _plan(self, job: JobRow, batch: BatchRow, ended_as: State, vendor: str) -> Closing:
         policy = JobOptions.load(job.options).retry
-        can_retry = policy.auto_retry and batch.attempt < policy.max_attempts
-        decisions = {s: _decide(s, ended_as, batch, policy, can_retry) for s in SHAPES}
+        batch = await self.store.batches.get(batch.id)  # a cancel may have come meanwhile
+        # Transient vendor rejections (enqueued-token limit) in the lineage used up none
+        # of the requests' attempts: they never ran.
+        free = await self._transient_ancestors(batch)
+        spent = batch.attempt - free
+        can_retry = policy.auto_retry and spent < policy.max_attempts
+        why = _Why(
+            ended_as=ended_as,
+            spent=spent,
+            free=free,
+            can_retry=can_retry,
+            stopped=ended_as == State.CANCELLED or batch.cancel_requested_at is not None,
+            transient=ended_as == State.FAILED and transient_code(batch.error) is not None,
+        )
+        decisions = {s: _decide(s, why, policy) for s in SHAPES}
         shapes, usage = await self.store.ledger.summarize(batch)
         rules = OutcomeRules(decisions, _missing_error(ended_as, batch), shapes)
         counts: Counter[str] = Counter()
@@ -244,6 +340,17 @@ class Ingestor:
             summary=summary,
         )
 
+    async def _transient_ancestors(self, batch: BatchRow) -> int:
+        """How many batches above this one the vendor rejected transiently."""
+        count = 0
+        parent_id = batch.parent_id
+        while parent_id is not None:
+            parent = await self.store.batches.get(parent_id)
+            if parent.state == State.DONE and transient_code(parent.error):
+                count += 1
+            parent_id = parent.parent_id
+        return count
+
 
 def retry_child(
     job: JobRow, parent: BatchRow, requests: int, seqs: Sequence[int] | None = None
@@ -263,25 +370,39 @@ def retry_child(
     )
 
 
-def _decide(
-    shape: ResultShape, ended_as: State, batch: BatchRow, policy: Any, can_retry: bool
-) -> str:
+@dataclass(frozen=True)
+class _Why:
+    """What a closing batch's decisions depend on besides a result's shape."""
+
+    ended_as: State
+    spent: int  # attempts used up (transient vendor rejections use none)
+    free: int  # transient vendor rejections in the lineage
+    can_retry: bool
+    stopped: bool  # the batch was cancelled, or a cancel was requested for it
+    transient: bool  # the vendor rejected the batch for a transient reason
+
+
+def _decide(shape: ResultShape, why: _Why, policy: Any) -> str:
     """What a request whose stored result has `shape` becomes (see store.ledger)."""
     outcome, failure = shape
     if outcome == Outcome.SUCCEEDED:
         return "succeeded"
-    if outcome is not None and failure == FailureClass.ACCOUNT:
+    if why.transient and outcome is None:  # never ran: goes again once capacity frees
+        if why.stopped:
+            return "cancelled"
+        return RETRY if why.free < MAX_TRANSIENT_REJECTIONS else "exhausted"
+    if outcome is not None and failure == FailureClass.ACCOUNT and not why.stopped:
         return WAIT  # held, no final outcome: `kiln retry --class account` after a top-up
-    retryable = _retryable(shape, ended_as, policy)
-    if ended_as == State.CANCELLED and outcome in (None, Outcome.CANCELLED):
+    retryable = _retryable(shape, why.ended_as, policy)
+    if why.stopped and outcome in (None, Outcome.CANCELLED):
         return "cancelled"
     if not retryable:
         return "failed"
-    if ended_as == State.CANCELLED:
-        return "cancelled"  # no retry path out of a cancelled batch
-    if can_retry:
+    if why.stopped:
+        return "cancelled"  # no retry path out of a cancelled batch (or a cancel's intent)
+    if why.can_retry:
         return RETRY
-    if policy.auto_retry or batch.attempt >= policy.max_attempts:
+    if policy.auto_retry or why.spent >= policy.max_attempts:
         return "exhausted"
     return WAIT  # auto retry is off; the request waits for `kiln retry`
 

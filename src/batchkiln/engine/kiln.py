@@ -19,6 +19,8 @@ from typing import Any
 from batchkiln.clock import Clock, SystemClock
 from batchkiln.costs import FileEstimator
 from batchkiln.engine.budget import BudgetGuard
+from batchkiln.engine.cancel import Canceller, CancelReport
+from batchkiln.engine.capacity import WAITING, EnqueuedTokens
 from batchkiln.engine.ingest import Ingestor, retry_child
 from batchkiln.engine.leases import LeaseKeeper
 from batchkiln.engine.policy import JobOptions
@@ -28,10 +30,10 @@ from batchkiln.engine.step import StepResult
 from batchkiln.engine.submission import Submitter
 from batchkiln.engine.throttle import Throttle
 from batchkiln.engine.tracking import Tracker
-from batchkiln.errors import ConfigError, LeaseLost
+from batchkiln.errors import LeaseLost, ProviderNotConfigured
 from batchkiln.intake import batch_tag, derive_batch_key, iter_requests, job_key, validate_file
 from batchkiln.intake.keys import check_user_key
-from batchkiln.lifecycle import ENDED_AT_VENDOR, LIVE_AT_VENDOR, Event, JobState, State
+from batchkiln.lifecycle import ENDED_AT_VENDOR, LIVE_AT_VENDOR, JobState, State
 from batchkiln.providers.base import FailureClass, Provider, VendorError
 from batchkiln.providers.counted import CountedProvider
 from batchkiln.store import BatchRow, JobRow, NewBatch, StaleTransition, Store
@@ -64,6 +66,12 @@ class JobStatus:
         order = list(State)
         return min(live, key=lambda b: order.index(b.state)).state.value
 
+    @property
+    def waiting(self) -> str | None:
+        """Why the Job is not moving, when it waits on something (vendor capacity)."""
+        held = [b for b in self.batches if b.state == State.NOT_SUBMITTED and b.hold_reason]
+        return WAITING if held else None
+
 
 def default_worker_id() -> str:
     return f"{socket.gethostname()}:{os.getpid()}"
@@ -82,13 +90,24 @@ class Kiln:
         lease_seconds: float = 60.0,  # renewed by a heartbeat while a step runs
         tracking: TrackingPolicy | TrackingMode | str | None = None,
         budget: BudgetGuard | None = None,
+        vendor_clock: Clock | None = None,
+        time_scale: float = 1.0,
+        enqueued_limits: Mapping[str, int] | None = None,
         stall_after: float | None = None,  # Gemini: pending this long -> batch.stalled
         vendor_limits: Mapping[str, int] | None = None,
         vendor_concurrency: int = 8,
     ) -> None:
         self.store = store
         self.providers = providers  # may be lazy: a vendor is built on first use
+        # `clock` stamps the store (real UTC outside tests); `vendor_clock` is the vendor's
+        # time (the simulator's virtual clock), and `time_scale` vendor seconds pass per
+        # store second: the engine's waits (poll schedule, settle period, holds) are in
+        # vendor seconds and are divided by it when they become store times.
         self.clock = clock or SystemClock()
+        self.vendor_clock = vendor_clock or self.clock
+        if time_scale <= 0:
+            raise ValueError(f"time_scale must be positive, got {time_scale}")
+        self.time_scale = time_scale
         self.worker = worker or default_worker_id()
         self.backoff = backoff or Backoff()
         self.rng = rng or random.Random()
@@ -97,18 +116,32 @@ class Kiln:
         self.throttle = Throttle(
             store, self.clock, self.worker, limits=vendor_limits, default_limit=vendor_concurrency
         )
-        self.submitter = Submitter(store, self.clock, self.worker)
+        self.capacity = EnqueuedTokens(store, self.worker, enqueued_limits)
+        self.submitter = Submitter(
+            store, self.clock, self.worker, scale=time_scale, capacity=self.capacity
+        )
         # poll, webhook or hybrid (default: hybrid when a webhook secret is configured);
         # an explicit `backoff` is the polling schedule
         self.tracking = TrackingPolicy.of(tracking)
         self.budget = budget or BudgetGuard(store, self.clock)
         if backoff is not None:
             self.tracking = self.tracking.with_poll(backoff)
-        self.tracker = Tracker(store, self.clock, self.worker, policy=self.tracking, rng=self.rng)
+        self.tracker = Tracker(
+            store,
+            self.clock,
+            self.worker,
+            policy=self.tracking,
+            rng=self.rng,
+            vendor_clock=self.vendor_clock,
+            scale=time_scale,
+        )
         if stall_after is not None:
             self.tracker.stall_after = stall_after
         self.refresher = ListRefresher(store, self.clock, self.tracker, self.provider)
-        self.ingestor = Ingestor(store, self.clock, self.worker, self.budget)
+        self.ingestor = Ingestor(
+            store, self.clock, self.worker, self.budget, capacity=self.capacity
+        )
+        self.canceller = Canceller(store, self.clock, self.worker, self.tracker)
 
     def provider(self, name: str) -> Provider:
         try:
@@ -119,7 +152,9 @@ class Kiln:
                 if name.startswith("simulator")
                 else ""
             )
-            raise ConfigError(f"no provider {name!r} in this process{where}") from None
+            raise ProviderNotConfigured(
+                f"no provider {name!r} configured in this process{where}", name=name
+            ) from None
         return self.throttle.wrap(raw)  # bounded calls, shared 429 pauses
 
     async def submit(
@@ -165,36 +200,39 @@ class Kiln:
                 )
             )
         options = options or JobOptions()
-        admitted = await self.budget.admit_new(  # BudgetExceeded
-            total,
-            parts,
-            options,
-            key=jkey,
-            batch_keys=[b.key for b in new_batches],
-            worker=self.worker,
-        )
-        # Pass 2: store, refusing a file whose content changed since pass 1 (FileChanged).
-        rows = iter_requests(
-            path,
-            provider=wire,  # type: ignore[arg-type]
-            model=model,
-            endpoint=endpoint,
-            expect_fingerprint=summary.fingerprint,
-        )
-        job, created = await self.store.jobs.create(
-            key=jkey,
-            fingerprint=summary.fingerprint,
-            provider=provider,
-            model=summary.model,
-            endpoint=summary.endpoint,
-            source=str(path),
-            request_count=summary.count,
-            options=options.model_dump(),
-            request_rows=rows,
-            new_batches=new_batches,
-            worker=self.worker,
-            estimate=admitted,
-        )
+        # One admission at a time (engine/admission.py): the check, then the Job with
+        # its estimate, so concurrent submitters never overshoot a global budget.
+        async with self.budget.admission():
+            admitted = await self.budget.admit_new(  # BudgetExceeded
+                total,
+                parts,
+                options,
+                key=jkey,
+                batch_keys=[b.key for b in new_batches],
+                worker=self.worker,
+            )
+            # Pass 2: store, refusing a file whose content changed since pass 1 (FileChanged).
+            rows = iter_requests(
+                path,
+                provider=wire,  # type: ignore[arg-type]
+                model=model,
+                endpoint=endpoint,
+                expect_fingerprint=summary.fingerprint,
+            )
+            job, created = await self.store.jobs.create(
+                key=jkey,
+                fingerprint=summary.fingerprint,
+                provider=provider,
+                model=summary.model,
+                endpoint=summary.endpoint,
+                source=str(path),
+                request_count=summary.count,
+                options=options.model_dump(),
+                request_rows=rows,
+                new_batches=new_batches,
+                worker=self.worker,
+                estimate=admitted,
+            )
         if created:
             await self.store.wake(job.id)  # idle workers (PostgreSQL) start on it now
         if not created:
@@ -219,10 +257,17 @@ class Kiln:
     ) -> StepResult:
         """Run the one step a batch's state calls for (`job`: its Job, if already read)."""
         job = job or await self.store.jobs.get(batch.job_id)
-        provider = provider or self.provider(job.provider)
+        provider = provider or self.provider(job.provider)  # ProviderNotConfigured
         if batch.state in (State.NOT_SUBMITTED, State.SUBMITTING):
-            return await self.submitter.submit(job, batch, provider)
+            result = await self.submitter.submit(job, batch, provider)
+            # a cancel recorded while the create was unresolved: apply it the moment
+            # the batch is ours at the vendor
+            after = await self.store.batches.get(batch.id)
+            return await self.canceller.apply_pending(after, provider) or result
         if batch.state in LIVE_AT_VENDOR:
+            pending = await self.canceller.apply_pending(batch, provider)
+            if pending is not None:
+                return pending
             return await self.tracker.refresh(batch, provider)
         if batch.state in ENDED_AT_VENDOR or batch.state == State.DOWNLOADING:
             return await self.ingestor.ingest(job, batch, provider)
@@ -276,6 +321,14 @@ class Kiln:
             except LeaseLost as exc:  # the others are stepped one by one
                 log.warning("%s", exc)
                 return {}
+            except Exception as exc:  # each batch is then stepped on its own
+                await self.store.audit.record(
+                    "step.failed",
+                    worker=self.worker,
+                    reason=f"list refresh: {type(exc).__name__}: {exc}"[:500],
+                    data={"exception": type(exc).__name__, "message": str(exc)[:500]},
+                )
+                return {}
 
     async def step_claimed(
         self, batch: BatchRow, job: JobRow, done: StepResult | None = None
@@ -323,8 +376,12 @@ class Kiln:
     async def _step_and_release(
         self, batch: BatchRow, job: JobRow, done: StepResult | None = None
     ) -> None:
+        """Step one claimed batch and release it. Nothing one batch does stops the
+        others: an unexpected error is recorded (`step.failed`, with the exception
+        class and message) and that batch alone backs off."""
+        provider: CountedProvider | None = None
         try:
-            provider = CountedProvider(self.provider(job.provider))  # counts this step's calls
+            provider = CountedProvider(self.provider(job.provider))  # counts the step's calls
             result = done if done is not None else await self.step(batch, job, provider)
         except StaleTransition as exc:
             result = StepResult(0, str(exc))
@@ -338,6 +395,19 @@ class Kiln:
             )
             delay = self.backoff.delay(batch.check_attempt, self.rng, retry_after=exc.retry_after)
             result = StepResult(delay, "vendor error")
+        except LeaseLost:
+            raise  # taken over: stop here, write nothing more (see _guarded_step)
+        except ProviderNotConfigured as exc:
+            result = await self._back_off(
+                batch,
+                "step.skipped",
+                f"{batch.state.value}: {exc}; skipped here (another process may run it)",
+                exc,
+            )
+        except Exception as exc:  # one bad batch never stops the worker
+            result = await self._back_off(
+                batch, "step.failed", f"{batch.state.value}: {type(exc).__name__}: {exc}", exc
+            )
         except BaseException:
             # Stopped mid-step (cancelled, interrupted, or an error we do not handle here):
             # every step is safe to resume after a crash, so give the lease back now (the
@@ -348,19 +418,53 @@ class Kiln:
         next_check_at = self._next_check(after, result, provider)
         self.leases.drop(batch.id)  # released next: the heartbeat must not call it lost
         await self.store.batches.release(
-            batch.id, worker=self.worker, next_check_at=next_check_at, vendor_calls=provider.calls
+            batch.id,
+            worker=self.worker,
+            next_check_at=next_check_at,
+            vendor_calls=provider.calls if provider is not None else 0,
         )
 
-    def _next_check(self, batch: BatchRow, result: StepResult, provider: Provider) -> float | None:
+    async def _back_off(
+        self, batch: BatchRow, kind: str, reason: str, exc: Exception
+    ) -> StepResult:
+        """One audit event, and the batch waits longer each time (10 s doubling to 5 min)."""
+        current = await self.store.batches.get(batch.id)
+        attempt = current.check_attempt + 1
+        delay = self.backoff.delay(attempt, self.rng)
+        await self.store.batches.update(batch.id, check_attempt=attempt)
+        await self.store.audit.record(
+            kind,
+            job_id=batch.job_id,
+            batch_id=batch.id,
+            worker=self.worker,
+            reason=f"{reason}; next try in {delay:.0f} s"[:1000],
+            data={
+                "exception": type(exc).__name__,
+                "message": str(exc)[:1000],
+                "attempt": attempt,
+                "next_check_in": round(delay, 3),
+            },
+        )
+        return StepResult(delay, kind)
+
+    def _at(self, delay: float) -> float:
+        """The store time `delay` vendor seconds from now."""
+        return self.clock.now() + delay / self.time_scale
+
+    def _next_check(
+        self, batch: BatchRow, result: StepResult, provider: Provider | None
+    ) -> float | None:
         if batch.state == State.DONE:
             return None
         if batch.state not in LIVE_AT_VENDOR:
             delay = result.next_check_in
-            return self.clock.now() + (0.0 if delay is None else delay)
+            return self._at(0.0 if delay is None else delay)
         delay = result.next_check_in
         if delay is None:  # just accepted: the first check of the batch's mode
-            delay = self.tracking.backoff_for(provider).delay(batch.check_attempt, self.rng)
-        return self.tracking.align(self.clock.now() + delay)
+            backoff = self.tracking.backoff_for(provider) if provider else self.tracking.poll
+            delay = backoff.delay(batch.check_attempt, self.rng)
+        # the tick grid is in vendor seconds, so checks still fall together when scaled
+        return self.tracking.align(self._at(delay) * self.time_scale) / self.time_scale
 
     async def run_until_done(
         self,
@@ -397,7 +501,8 @@ class Kiln:
                 continue
             # Due but not claimed means another worker holds the lease (maybe a dead
             # one, until it expires): wait at least a second instead of spinning.
-            wait = idle_cap if due is None else min(idle_cap, max(1.0, due - self.clock.now()))
+            floor = 1.0 / self.time_scale
+            wait = idle_cap if due is None else min(idle_cap, max(floor, due - self.clock.now()))
             await self._sleep(wait, stop)
         return await self.status(job.id)
 
@@ -413,27 +518,23 @@ class Kiln:
             sleeper.cancel()
             stopper.cancel()
 
-    async def cancel(self, job_ref: str) -> list[str]:
-        """Ask the vendor to cancel every live batch of a Job; returns the batch ids."""
+    async def cancel(self, job_ref: str) -> list[CancelReport]:
+        """Cancel a Job: per batch, the cancel is recorded as intent and applied where
+        it is safe (see engine/cancel.py); a vendor batch that already ended is
+        refreshed and ingested, not an error. Returns what happened to each batch."""
         job = await self.store.jobs.get(job_ref)
-        cancelled = []
+        try:
+            provider: Provider | None = self.provider(job.provider)
+        except ProviderNotConfigured:
+            provider = None
+        reports = []
         for batch in await self.store.batches.for_job(job.id):
-            if batch.state == State.NOT_SUBMITTED:
-                await self.store.batches.transition(
-                    batch, batch.state, Event.CANCEL, worker=self.worker, reason="cancelled by user"
-                )
-            elif batch.state in (State.PENDING, State.IN_PROGRESS) and batch.vendor_id:
-                await self.provider(job.provider).cancel(batch.vendor_id)
-                await self.store.batches.transition(
-                    batch, batch.state, Event.CANCEL, worker=self.worker, reason="cancelled by user"
-                )
-                await self.store.batches.mark_due(batch.id)
-            else:
-                continue
-            cancelled.append(batch.id)
-        if cancelled:
-            await self.store.wake(job.id)
-        return cancelled
+            counted = CountedProvider(provider) if provider is not None else None
+            reports.append(await self.canceller.cancel(batch, counted))
+            if counted is not None and counted.calls:
+                await self.store.batches.add_vendor_calls(batch.id, counted.calls)
+        await self.store.wake(job.id)
+        return reports
 
     async def retry(
         self, job_ref: str, classes: Collection[FailureClass | str] = (FailureClass.RETRYABLE,)

@@ -80,7 +80,10 @@ class ListRefresher:
                 groups.setdefault(jobs[batch.job_id].provider, []).append(batch)
         done: dict[str, StepResult] = {}
         for name, batches in groups.items():
-            provider = self.provider(name)
+            try:
+                provider = self.provider(name)
+            except LookupError:  # not configured here: each batch's own step says so
+                continue
             wanted = []
             for batch in batches:
                 kept = self._kept.pop((name, str(batch.vendor_id)), None)
@@ -118,7 +121,7 @@ class ListRefresher:
 
     async def _ride_along(self, others: dict[str, VendorBatch], now: float) -> None:
         """Mark due our live batches a page showed ended or whose check is near."""
-        horizon = now + self.tracker.policy.list_lookahead
+        horizon = now + self.tracker.policy.list_lookahead / self.tracker.scale
         for row in await self.store.batches.live():
             snapshot = others.get(str(row.vendor_id))
             if snapshot is None or row.state not in LIVE_AT_VENDOR:

@@ -37,6 +37,8 @@ class Tracker:
         *,
         policy: TrackingPolicy | None = None,
         rng: random.Random | None = None,
+        vendor_clock: Clock | None = None,
+        scale: float = 1.0,
         stall_after: float = STALL_AFTER_SECONDS,
     ) -> None:
         self.store = store
@@ -44,6 +46,10 @@ class Tracker:
         self.worker = worker
         self.policy = policy or TrackingPolicy()
         self.rng = rng or random.Random()
+        # The vendor's timestamps (created_at, expires_at) are read against the
+        # vendor's clock: the simulator's virtual one while the store runs on real time.
+        self.vendor_clock = vendor_clock or clock
+        self.scale = scale  # vendor seconds per store second
         self.stall_after = stall_after
 
     async def refresh(self, batch: BatchRow, provider: Provider) -> StepResult:
@@ -102,7 +108,7 @@ class Tracker:
                     started_at=vendor.created_at or batch.vendor_created_at,
                     expires_at=vendor.expires_at,
                 ),
-                now=now,
+                now=self.vendor_clock.now(),
                 rng=self.rng,
             )
         values["check_attempt"] = attempt

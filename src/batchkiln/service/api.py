@@ -258,6 +258,10 @@ SUBMIT_BODY: dict[str, Any] = {
 }
 
 
+#: the per-batch cancel results that mean the cancel took (or is recorded to take) effect
+_CANCEL_ACTED = frozenset({"cancelled", "cancelling", "recorded"})
+
+
 def create_api(
     app: App,
     *,
@@ -448,9 +452,10 @@ def create_api(
     async def job_action(who: Caller, key_header: str | None, job_id: str, action: str) -> Response:
         async def act(_payload: _NoBody) -> Outcome:
             if action == "cancel":
-                ids = await app.kiln.cancel(job_id)
+                reports = await app.kiln.cancel(job_id)
+                acted = [r.batch_id for r in reports if r.action in _CANCEL_ACTED]
                 svc.wake()
-                body = _json(CancelResult(cancelled=ids, job=await svc.job(job_id)))
+                body = _json(CancelResult(cancelled=acted, job=await svc.job(job_id)))
             else:
                 ids = await app.kiln.retry(job_id)
                 svc.wake()

@@ -11,6 +11,7 @@ from batchkiln.errors import NotFound, StaleTransition
 from batchkiln.store.api_keys import ApiKeys
 from batchkiln.store.audit import AuditLog
 from batchkiln.store.batches import BatchRepository
+from batchkiln.store.capacity import CapacityBook
 from batchkiln.store.costs import CostBook, CostRow, EstimateRow, NewEstimate
 from batchkiln.store.database import open_database
 from batchkiln.store.jobs import KEY_RETENTION_SECONDS, JobRepository, NewBatch
@@ -27,6 +28,7 @@ __all__ = [
     "AuditEvent",
     "AuditLog",
     "BatchRow",
+    "CapacityBook",
     "ChildBatch",
     "Closing",
     "CostBook",
@@ -68,6 +70,7 @@ class Store:
         self.url = engine.url.render_as_string(hide_password=False)
         # the engine's connect_args (a test schema's search_path) apply to LISTEN too
         self.server_settings: dict[str, str] | None = None
+        self.capacity = CapacityBook(engine, clock)
 
     @classmethod
     async def open(

@@ -154,7 +154,7 @@ class BatchRepository:
             await conn.execute(
                 update(batches)
                 .where(batches.c.id.in_(ids))
-                .values(lease_owner=worker, lease_expires_at=now + lease_seconds)
+                .values(lease_owner=worker, lease_expires_at=now + lease_seconds, woken_at=None)
             )
             rows = await conn.execute(select(batches).where(batches.c.id.in_(ids)))
             return [from_row(BatchRow, r) for r in rows.mappings()]
@@ -169,8 +169,23 @@ class BatchRepository:
     ) -> bool:
         """Give up a lease we hold, set when the batch is next due (None: never) and add
         the vendor calls the step made, in one write. False: the lease was no longer
-        ours (nothing written)."""
+        ours (nothing written).
+
+        A `mark_due` that landed while we held the lease (a webhook during the step)
+        left `woken_at`: the batch is then due again at once, whatever the step said,
+        so a delivery during a step is never lost."""
         async with self._engine.begin() as conn:
+            woken = (
+                await conn.execute(
+                    select(batches.c.woken_at)
+                    .where(batches.c.id == batch_id, batches.c.lease_owner == worker)
+                    .with_for_update()
+                )
+            ).first()
+            if woken is None:
+                return False  # not ours (any more)
+            if woken.woken_at is not None and next_check_at is not None:
+                next_check_at = min(next_check_at, woken.woken_at)
             result = await conn.execute(
                 update(batches)
                 .where(batches.c.id == batch_id, batches.c.lease_owner == worker)
@@ -178,6 +193,7 @@ class BatchRepository:
                     lease_owner=None,
                     lease_expires_at=None,
                     next_check_at=next_check_at,
+                    woken_at=None,
                     vendor_calls=batches.c.vendor_calls + vendor_calls,
                 )
             )
@@ -227,12 +243,45 @@ class BatchRepository:
 
     async def mark_due(self, batch_id: str, *, at: float | None = None) -> None:
         """Make a batch due now (a webhook said it changed): its state is then fetched.
-        On PostgreSQL, idle workers are woken (NOTIFY, delivered at commit)."""
+        If a worker holds it, `woken_at` makes `release` keep it due. On PostgreSQL,
+        idle workers are woken (NOTIFY, delivered at commit)."""
+        when = self._clock.now() if at is None else at
         async with self._engine.begin() as conn:
             await conn.execute(
                 update(batches)
                 .where(batches.c.id == batch_id, batches.c.state != State.DONE.value)
-                .values(next_check_at=self._clock.now() if at is None else at)
+                .values(next_check_at=when, woken_at=when)
+            )
+            await notify_due(conn, batch_id)
+
+    async def request_cancel(self, batch_id: str) -> bool:
+        """Record the user's cancel as intent on a batch not yet done (kept if already
+        recorded). True when the batch carries the intent now."""
+        now = self._clock.now()
+        async with self._engine.begin() as conn:
+            await conn.execute(
+                update(batches)
+                .where(
+                    batches.c.id == batch_id,
+                    batches.c.state != State.DONE.value,
+                    batches.c.cancel_requested_at.is_(None),
+                )
+                .values(cancel_requested_at=now, updated_at=now)
+            )
+            found = (
+                await conn.execute(
+                    select(batches.c.cancel_requested_at).where(batches.c.id == batch_id)
+                )
+            ).scalar()
+        return found is not None
+
+    async def prove_ownership(self, batch_id: str) -> None:
+        """The batch's results carry our tag: it is ours (no longer provisional)."""
+        async with self._engine.begin() as conn:
+            await conn.execute(
+                update(batches)
+                .where(batches.c.id == batch_id)
+                .values(provisional=0, updated_at=self._clock.now())
             )
             await notify_due(conn, batch_id)
 

@@ -70,6 +70,11 @@ class BatchRow:
     lease_expires_at: float | None
     created_at: float
     updated_at: float
+    provisional: int = 0
+    foreign_vendor_ids: list[str] | None = None
+    cancel_requested_at: float | None = None
+    woken_at: float | None = None
+    hold_reason: str | None = None
     input_file: str | None = None  # Gemini: the input file recorded before create
 
     def __post_init__(self) -> None:

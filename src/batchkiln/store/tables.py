@@ -85,6 +85,13 @@ batches = Table(
     Column("lease_expires_at", Float, nullable=True),
     Column("created_at", Float, nullable=False),
     Column("updated_at", Float, nullable=False),
+    # ownership: 1 while the vendor batch was adopted without proof (Anthropic window +
+    # count); it is never cancelled or deleted at the vendor until its results show our tag
+    Column("provisional", Integer, nullable=False, default=0, server_default="0"),
+    Column("foreign_vendor_ids", JSON, nullable=True),  # adopted once, proven not ours
+    Column("cancel_requested_at", Float, nullable=True),  # the user's cancel, as intent
+    Column("woken_at", Float, nullable=True),  # marked due while leased: due again after
+    Column("hold_reason", Text, nullable=True),  # why a not_submitted batch waits
     Index("ix_batches_due", "state", "next_check_at"),
 )
 
@@ -188,6 +195,18 @@ estimates = Table(
     Column("list_cost_usd", Float, nullable=True),
     Column("tokenizer", String(100), nullable=False),
     Column("created_at", Float, nullable=False),
+)
+
+# Enqueued-token limits learned from the vendor's rejections (OpenAI
+# `token_limit_exceeded`), per provider and model; only ever lowered.
+enqueued_limits = Table(
+    "enqueued_limits",
+    metadata,
+    Column("provider", String(32), primary_key=True),
+    Column("model", String(200), primary_key=True),
+    Column("limit_tokens", BigInteger, nullable=False),
+    Column("reason", Text, nullable=True),
+    Column("updated_at", Float, nullable=False),
 )
 
 webhook_events = Table(

@@ -76,6 +76,10 @@ async def test_ingesting_a_done_batch_again_records_no_second_cost(env: Env, ven
     )
 
 
+class Killed(BaseException):
+    """The worker process dies here (not an Exception: the engine must not handle it)."""
+
+
 @pytest.mark.parametrize("vendor", VENDORS)
 async def test_a_crash_inside_the_closing_transaction_then_a_retried_ingest_counts_once(
     env: Env, vendor: str, monkeypatch: pytest.MonkeyPatch
@@ -90,11 +94,11 @@ async def test_a_crash_inside_the_closing_transaction_then_a_retried_ingest_coun
     async def crash_at_done(conn: Any, **fields: Any) -> None:
         if fields["kind"] == "key.archived" and not crashes:  # after the cost row
             crashes.append(fields)
-            raise RuntimeError("worker killed mid-close")
+            raise Killed("worker killed mid-close")
         await real(conn, **fields)
 
     monkeypatch.setattr(ledger_module, "append_event", crash_at_done)
-    with pytest.raises(RuntimeError, match="mid-close"):
+    with pytest.raises(Killed, match="mid-close"):
         await env.kiln.run_once(job_id=job.id)
     (batch,) = await env.store.batches.for_job(job.id)
     assert batch.state == State.DOWNLOADING
