@@ -394,8 +394,8 @@ def _decide(shape: ResultShape, why: _Why, policy: Any) -> str:
     if outcome is not None and failure == FailureClass.ACCOUNT and not why.stopped:
         return WAIT  # held, no final outcome: `kiln retry --class account` after a top-up
     retryable = _retryable(shape, why.ended_as, policy)
-    if why.stopped and outcome in (None, Outcome.CANCELLED):
-        return "cancelled"
+    if why.stopped and outcome in (None, Outcome.CANCELLED) and why.ended_as != State.FAILED:
+        return "cancelled"  # (a batch the vendor failed as a whole stays failed)
     if not retryable:
         return "failed"
     if why.stopped:
