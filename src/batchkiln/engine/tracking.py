@@ -122,7 +122,8 @@ class Tracker:
             data=None if ended else {"next_check_in": round(delay, 3), "attempt": attempt},
         )
         if vendor.state == State.PENDING and provider.name in STALL_VENDORS:
-            await self._note_stall(batch, vendor, now)
+            # the vendor's age of the batch, on the vendor's clock (its created_at is theirs)
+            await self._note_stall(batch, vendor, self.vendor_clock.now())
         state = batch.state
         if event is None:
             await self.store.batches.update(batch.id, **values)
