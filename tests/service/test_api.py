@@ -261,3 +261,13 @@ async def test_vendor_webhooks_are_mounted_and_need_only_a_signature(
         headers["webhook-signature"] = "v1,bm90IGEgc2lnbmF0dXJl"
         bad = await s.client.post("/webhooks/openai", content=body, headers=headers)
         assert bad.status_code == 400
+
+
+def test_the_documented_provider_names_are_the_wire_formats() -> None:
+    """The `provider` enum of the API is exactly the set of names a Job may carry."""
+    from typing import get_args
+
+    from batchkiln.providers import WIRE_FORMATS
+    from batchkiln.service.uploads import ProviderName
+
+    assert set(get_args(ProviderName)) == set(WIRE_FORMATS)

@@ -127,3 +127,45 @@ def test_real_resources_conform_to_the_document(live_url: str) -> None:
         assert case.call_and_validate(checks=CHECKS, timeout=30).status_code == 200
     listed = schema["/v1/jobs"]["GET"].Case(query={"limit": 1})
     assert listed.call_and_validate(checks=CHECKS, timeout=30).json()["data"][0]["id"] == job_id
+
+
+def test_linked_sequences_conform_to_the_document(live_url: str) -> None:
+    """Sequences that follow the document's links (create a job, then read it, list its
+    events and results, cancel and retry it) meet the same checks at every step."""
+    from hypothesis.stateful import run_state_machine_as_test
+
+    from .conftest import inline_job
+
+    schema = schemathesis.openapi.from_url(f"{live_url}/openapi.json").include(path_regex=MY_ROUTES)
+    steps: list[tuple[str, int]] = []
+
+    class Machine(schema.as_state_machine()):  # type: ignore[misc]
+        def before_call(self, case: schemathesis.Case) -> None:
+            # Half the creates are real jobs (random bodies are the first test's work), so
+            # the links have a job to lead to; a few keys, so replays happen too.
+            if case.operation.label == "POST /v1/jobs" and len(steps) % 2 == 0:
+                n = 1 + len(steps) % 3
+                case.media_type = "application/json"
+                case.body = inline_job(n, prefix=f"s{n}")
+                case.headers = {**(case.headers or {}), "Idempotency-Key": f"seq-{n}"}
+
+        def validate_response(self, response: Any, case: schemathesis.Case, **_: Any) -> None:
+            steps.append((case.operation.label, response.status_code))
+            case.validate_response(response, checks=CHECKS)
+
+    run_state_machine_as_test(
+        Machine,
+        settings=settings(
+            max_examples=25,
+            stateful_step_count=6,
+            deadline=None,
+            suppress_health_check=list(HealthCheck),
+            derandomize=True,
+            database=None,
+        ),
+    )
+    real = {label for label, status in steps if status < 300}
+    print(sorted(set(steps)))
+    linked = {f"GET /v1/jobs/{{job_id}}{tail}" for tail in ("", "/events", "/results")}
+    linked |= {"POST /v1/jobs/{job_id}/cancel", "POST /v1/jobs/{job_id}/retry"}
+    assert {"POST /v1/jobs", *linked} <= real, sorted(set(steps))

@@ -30,7 +30,22 @@ from batchkiln.providers.base import (
     VendorBatch,
     VendorError,
 )
-from batchkiln.providers.failures import SDK_ERRORS, classify_anthropic, vendor_error
+from batchkiln.providers.failures import SdkErrors, StatusDetail, classify_anthropic
+
+
+def _status_detail(exc: Exception) -> StatusDetail:
+    """The status, message and type of an `anthropic.APIStatusError`."""
+    assert isinstance(exc, anthropic.APIStatusError)
+    return StatusDetail(
+        exc.status_code, exc.api_message or str(exc), exc.type, exc.response.headers
+    )
+
+
+ERRORS = SdkErrors(
+    anthropic.APIConnectionError, anthropic.APIStatusError, anthropic.APIError, _status_detail
+)
+SDK_ERRORS = ERRORS.caught
+vendor_error = ERRORS.vendor_error
 
 
 @dataclass(frozen=True)

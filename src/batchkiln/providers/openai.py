@@ -28,7 +28,27 @@ from batchkiln.providers.base import (
     Usage,
     VendorBatch,
 )
-from batchkiln.providers.failures import SDK_ERRORS, classify_openai, vendor_error
+from batchkiln.providers.failures import SdkErrors, StatusDetail, classify_openai
+
+
+def _status_detail(exc: Exception) -> StatusDetail:
+    """The status, message and code of an `openai.APIStatusError`."""
+    assert isinstance(exc, openai.APIStatusError)
+    body: Any = exc.body
+    message = body.get("message") if isinstance(body, Mapping) else None
+    return StatusDetail(
+        exc.status_code,
+        str(message) if message else str(exc),
+        (exc.code or exc.type) if isinstance(body, Mapping) else exc.code,
+        exc.response.headers,
+    )
+
+
+ERRORS = SdkErrors(
+    openai.APIConnectionError, openai.APIStatusError, openai.APIError, _status_detail
+)
+SDK_ERRORS = ERRORS.caught
+vendor_error = ERRORS.vendor_error
 
 TAG_KEY = "kiln_tag"
 KEY_KEY = "kiln_key"

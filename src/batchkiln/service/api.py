@@ -258,6 +258,13 @@ SUBMIT_BODY: dict[str, Any] = {
 }
 
 
+#: OpenAPI links from a created Job to what can be done with it (schemathesis follows them)
+JOB_LINKS: dict[str, Any] = {
+    name: {"operationId": name, "parameters": {"job_id": "$response.body#/id"}}
+    for name in ("get_job", "job_results", "job_events", "cancel_job", "retry_job")
+}
+
+
 #: the per-batch cancel results that mean the cancel took (or is recorded to take) effect
 _CANCEL_ACTED = frozenset({"cancelled", "cancelling", "recorded"})
 
@@ -319,9 +326,11 @@ def create_api(
         response_model=Job,
         tags=["jobs"],
         responses={
+            201: {"links": JOB_LINKS},
             200: {
                 "model": Job,
                 "description": "replay (Idempotent-Replayed: true) or existing job",
+                "links": JOB_LINKS,
             },
             **responses(400, 401, 409, 413, 415, 422),
         },
@@ -398,7 +407,13 @@ def create_api(
                 break
         return JobPage(data=found, next_cursor=next_cursor)
 
-    @api.get("/v1/jobs/{job_id}", response_model=Job, tags=["jobs"], responses=responses(401, 404))
+    @api.get(
+        "/v1/jobs/{job_id}",
+        response_model=Job,
+        tags=["jobs"],
+        responses=responses(401, 404),
+        operation_id="get_job",
+    )
     async def get_job(job_id: str, _who: Auth) -> Job:
         """One Job with its batches, counts and costs."""
         return await svc.job(job_id)
@@ -406,6 +421,7 @@ def create_api(
     @api.get(
         "/v1/jobs/{job_id}/results",
         tags=["jobs"],
+        operation_id="job_results",
         responses={
             200: {"description": "one JSON line per request", "content": {JSONL: {}}},
             **responses(401, 404),
@@ -431,6 +447,7 @@ def create_api(
 
     @api.get(
         "/v1/jobs/{job_id}/events",
+        operation_id="job_events",
         response_model=EventPage,
         tags=["jobs"],
         responses=responses(401, 404),
@@ -478,6 +495,7 @@ def create_api(
 
     @api.post(
         "/v1/jobs/{job_id}/cancel",
+        operation_id="cancel_job",
         response_model=CancelResult,
         tags=["jobs"],
         responses=responses(400, 401, 404, 409, 422, 502),
@@ -488,6 +506,7 @@ def create_api(
 
     @api.post(
         "/v1/jobs/{job_id}/retry",
+        operation_id="retry_job",
         response_model=RetryResult,
         tags=["jobs"],
         responses=responses(400, 401, 404, 409, 422, 502),

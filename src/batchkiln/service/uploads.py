@@ -35,13 +35,19 @@ MAX_FIELD_BYTES = 64 * 1024
 TICK_BYTES = 8 * 1024 * 1024  # the caller's heartbeat runs every 8 MB of upload
 
 
+#: every provider name a Job may carry (`providers.WIRE_FORMATS`; a test keeps them equal)
+ProviderName = Literal[
+    "anthropic", "gemini", "openai", "simulator", "simulator-anthropic", "simulator-gemini"
+]
+
+
 class SubmitOptions(BaseModel):
     """The options of `kiln submit`, plus the callback."""
 
     model_config = ConfigDict(extra="forbid")
 
-    provider: str = Field(
-        min_length=1, description="openai | anthropic | simulator | simulator-anthropic"
+    provider: ProviderName = Field(
+        description="the vendor (or its simulator); a name not configured here is 422"
     )
     model: str | None = Field(None, description="model for every request (else from the lines)")
     endpoint: str | None = Field(None, description="OpenAI endpoint for plain lines")

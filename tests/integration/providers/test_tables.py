@@ -21,6 +21,7 @@ from batchkiln.providers import (
     Outcome,
     Usage,
     VendorBatch,
+    VendorError,
     make_provider,
 )
 from batchkiln.providers import anthropic as anth
@@ -30,7 +31,6 @@ from batchkiln.providers.failures import (
     classify_anthropic,
     classify_openai,
     parse_retry_after,
-    vendor_error,
 )
 
 R, P = FailureClass.RETRYABLE, FailureClass.PERMANENT
@@ -392,6 +392,11 @@ def _response(status: int, headers: dict[str, str] | None = None) -> httpx2.Resp
 
 def test_vendor_error_classification() -> None:
     """SDK exceptions become ambiguous (create only), retryable, or permanent errors."""
+
+    def vendor_error(exc: Exception, *, creating: bool = False) -> VendorError:
+        sdk = anth if isinstance(exc, anthropic.APIError) else oai
+        return sdk.vendor_error(exc, creating=creating)
+
     request = httpx2.Request("POST", "http://sim/v1/batches")
     assert isinstance(
         vendor_error(openai.APITimeoutError(request), creating=True), AmbiguousOutcome
