@@ -358,6 +358,32 @@ def ratios(results: list[Result]) -> list[str]:
     return out
 
 
+# The issue's targets, at 50 ms of vendor latency on PostgreSQL: (config, baseline, ratio).
+TARGETS = (
+    (("postgres", 4, 1), ("postgres", 1, 1), 3.0, "4 workers >= 3x one worker"),
+    (
+        ("postgres", 1, 8),
+        ("postgres", 1, 1),
+        4.0,
+        "concurrency 8 >= 4x concurrency 1",
+    ),
+)
+
+
+def targets(results: list[Result]) -> list[str]:
+    """Each target at 50 ms, and whether this run met it."""
+    rate = {(r.store, r.workers, r.concurrency): r.rate for r in results if r.latency == 0.05}
+    out = []
+    for config, baseline, wanted, what in TARGETS:
+        if config in rate and rate.get(baseline):
+            got = rate[config] / rate[baseline]
+            verdict = "met" if got >= wanted else "NOT met"
+            out.append(f"target (50 ms, PostgreSQL): {what}: {got:.2f}x -> {verdict}")
+        else:
+            out.append(f"target (50 ms, PostgreSQL): {what}: not measured in this run")
+    return out
+
+
 async def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--jobs", type=int, default=32)
@@ -404,6 +430,7 @@ async def main() -> None:
         print(table(results))
         print()
         print("\n".join(ratios(results)))
+        print("\n".join(targets(results)))
 
 
 if __name__ == "__main__":

@@ -114,14 +114,16 @@ def _int(value: Any) -> int:
     return value if isinstance(value, int) else 0
 
 
+# orjson gives plain dicts: `isinstance(x, dict)` is a C check, `Mapping` an ABC one
+# (a fifth of the line parser's time at 50,000 lines).
 def _map(value: Any) -> Mapping[str, Any]:
-    return value if isinstance(value, Mapping) else {}
+    return value if isinstance(value, dict) else {}
 
 
 def usage_of(body: Mapping[str, Any]) -> Usage:
     """Token usage of a chat, responses, completions or embeddings body."""
     usage = body.get("usage")
-    if not isinstance(usage, Mapping):
+    if not isinstance(usage, dict):
         return Usage()
     if "input_tokens" in usage:  # responses API
         details = _map(usage.get("input_tokens_details"))
@@ -152,7 +154,7 @@ def parse_line(raw: bytes) -> ResultLine:
             error={"code": "unreadable_result_line", "message": raw[:200].decode(errors="replace")},
         )
     response = data.get("response")
-    if isinstance(response, Mapping):
+    if isinstance(response, dict):
         status = _int(response.get("status_code"))
         body = response.get("body")
         body = body if isinstance(body, dict) else {}

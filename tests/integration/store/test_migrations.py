@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
-from sqlalchemy import inspect
+from sqlalchemy import inspect, text
 
 from batchkiln.store import Store
 from batchkiln.store.tables import metadata
@@ -28,3 +28,27 @@ async def test_every_table_exists_after_migrating(store: Store) -> None:
         names = await conn.run_sync(lambda c: set(inspect(c).get_table_names()))
     assert set(metadata.tables) <= names
     assert "alembic_version" in names
+
+
+async def test_vendor_lines_are_compressed_with_lz4_on_postgresql(store: Store) -> None:
+    """PostgreSQL stores result lines and request bodies with lz4, and 0010 downgrades."""
+    if store.dialect != "postgresql":
+        return  # no per-column compression on SQLite: 0010 is a no-op there
+    from alembic import command
+
+    from batchkiln.store.database import alembic_config, migrate
+
+    query = text(
+        "SELECT attrelid::regclass::text || '.' || attname, attcompression::text FROM pg_attribute"
+        " WHERE attrelid IN ('results'::regclass, 'requests'::regclass)"
+        " AND attname IN ('raw', 'body')"
+    )
+    async with store.engine.connect() as conn:
+        assert dict((await conn.execute(query)).all()) == {"results.raw": "l", "requests.body": "l"}
+    async with store.engine.begin() as conn:
+        await conn.run_sync(lambda c: command.downgrade(alembic_config(c), "0009"))
+    async with store.engine.connect() as conn:
+        assert set(dict((await conn.execute(query)).all()).values()) == {""}
+    await migrate(store.engine)
+    async with store.engine.connect() as conn:
+        assert set(dict((await conn.execute(query)).all()).values()) == {"l"}
