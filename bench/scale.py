@@ -35,7 +35,7 @@ import sys
 import tempfile
 import time
 import uuid
-from collections import defaultdict
+from collections import Counter, defaultdict
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -82,18 +82,31 @@ class Result:
     jobs: int
     worker_cpu: float
     local_cpu: float
+    commits: int | None = None  # PostgreSQL transactions in the database, read-only included
 
     @property
     def rate(self) -> float:
         return self.jobs / self.seconds if self.seconds > 0 else 0.0
 
 
+CALLS: Counter[str] = Counter()  # HTTP calls the simulator served, by kind, this run
+
+
+def _kind(method: str, path: str) -> str:
+    parts = [p for p in path.split("/") if p and p != "v1"]
+    if len(parts) > 1:
+        parts[1] = "{id}"
+    return f"{method} /{'/'.join(parts[:3])}"
+
+
 def delayed(app: Any, seconds: float) -> Any:
-    """The simulator behind `seconds` of latency on every HTTP call."""
+    """The simulator behind `seconds` of latency on every HTTP call (counted in CALLS)."""
 
     async def wrapped(scope: Any, receive: Any, send: Any) -> None:
-        if scope["type"] == "http" and seconds > 0:
-            await asyncio.sleep(seconds)
+        if scope["type"] == "http":
+            CALLS[_kind(scope["method"], scope["path"])] += 1
+            if seconds > 0:
+                await asyncio.sleep(seconds)
         await app(scope, receive, send)
 
     return wrapped
@@ -138,6 +151,21 @@ async def new_database(kind: str, tmp: Path) -> tuple[str, str | None]:
     return PG_ADMIN.rsplit("/", 1)[0] + f"/{name}", name
 
 
+async def commits(name: str | None) -> int | None:
+    """Transactions so far in database `name`, read-only ones (rolled back) included."""
+    if name is None:
+        return None
+    conn = await asyncpg.connect(PG_ADMIN)
+    try:
+        await conn.execute("SELECT pg_stat_clear_snapshot()")
+        value = await conn.fetchval(
+            "SELECT xact_commit + xact_rollback FROM pg_stat_database WHERE datname = $1", name
+        )
+    finally:
+        await conn.close()
+    return int(value or 0)
+
+
 async def drop_database(name: str | None) -> None:
     if name is None:
         return
@@ -166,6 +194,16 @@ def stop(procs: list[subprocess.Popen[bytes]]) -> float:
         proc.returncode = 0
         cpu += usage.ru_utime + usage.ru_stime
     return cpu
+
+
+def cpu_of(procs: list[subprocess.Popen[bytes]]) -> float:
+    """CPU seconds (user + system) the running `procs` have used so far (/proc)."""
+    tick = os.sysconf("SC_CLK_TCK")
+    total = 0.0
+    for proc in procs:
+        fields = Path(f"/proc/{proc.pid}/stat").read_text().rsplit(")", 1)[1].split()
+        total += (int(fields[11]) + int(fields[12])) / tick  # utime, stime
+    return total
 
 
 def cpu_self() -> float:
@@ -198,14 +236,25 @@ async def one_run(
                 provider = make_provider("openai", base_url=f"{sim_url}/v1", api_key="bench")
                 kiln = Kiln(store, {"openai": provider}, clock=clock, worker="bench")
                 cpu0 = cpu_self()
+                CALLS.clear()
+                started = cpu_of(procs)  # start-up (imports, registration): not counted
+                commits0 = await commits(name)
                 for i, path in enumerate(paths):
                     await kiln.submit(path, provider="openai", model="gpt-4o-mini", key=f"b{i}")
                 while any(j.status != "done" for j in await store.jobs.list()):  # noqa: ASYNC110
                     await asyncio.sleep(0.1)
                 local = cpu_self() - cpu0
+                if os.environ.get("KILN_BENCH_CALLS"):
+                    per = {k: round(v / len(paths), 1) for k, v in sorted(CALLS.items())}
+                    print(f"  vendor calls per lifecycle: {per}", flush=True)
                 await provider.aclose()
             finally:
                 worker_cpu = stop(procs)
+            worker_cpu -= started
+            await asyncio.sleep(1.0)  # backends report their counts when idle (about 1 s)
+            committed = await commits(name)
+            if committed is not None and commits0 is not None:
+                committed -= commits0
             async with store.engine.connect() as conn:
                 first = (
                     await conn.execute(
@@ -225,7 +274,9 @@ async def one_run(
     finally:
         await drop_database(name)
     seconds = (last - first) / SPEED
-    return Result(kind, workers, concurrency, latency, seconds, len(paths), worker_cpu, local)
+    return Result(
+        kind, workers, concurrency, latency, seconds, len(paths), worker_cpu, local, committed
+    )
 
 
 async def run_to_done(app: App) -> None:
@@ -319,14 +370,16 @@ def _package(filename: str) -> str:
 def table(results: list[Result]) -> str:
     lines = [
         "| vendor latency | store | workers | concurrency | lifecycles/s"
-        " | worker CPU ms / lifecycle | bench process CPU ms / lifecycle |",
-        "| --- | --- | --- | --- | --- | --- | --- |",
+        " | worker CPU ms / lifecycle | bench process CPU ms / lifecycle"
+        " | PostgreSQL transactions / lifecycle |",
+        "| --- | --- | --- | --- | --- | --- | --- | --- |",
     ]
     for r in results:
+        per = "-" if r.commits is None else f"{r.commits / r.jobs:.0f}"
         lines.append(
             f"| {int(r.latency * 1000)} ms | {r.store} | {r.workers} | {r.concurrency} |"
             f" {r.rate:.1f} | {1000 * r.worker_cpu / r.jobs:.0f}"
-            f" | {1000 * r.local_cpu / r.jobs:.0f} |"
+            f" | {1000 * r.local_cpu / r.jobs:.0f} | {per} |"
         )
     return "\n".join(lines)
 

@@ -175,7 +175,10 @@ class Worker:
         machine and blocks the event loop (and so the heartbeat) inside a first step."""
         for name in list(self.kiln.providers):
             with contextlib.suppress(KilnError, LookupError):
-                self.kiln.providers[name]  # a vendor with no credentials stays unbuilt
+                provider = self.kiln.providers[name]  # one with no credentials stays unbuilt
+                warm_up = getattr(provider, "warm_up", None)  # and the SDK's lazy imports
+                if warm_up is not None:
+                    warm_up()
 
     async def _loop(self, max_steps: int | None) -> None:
         while not self._stop.is_set():

@@ -217,6 +217,12 @@ class AnthropicProvider:
         self._client = client.with_options(max_retries=0)
         self.list_page_size = list_page_size
 
+    def warm_up(self) -> None:
+        """Import now what the SDK imports on first use (see OpenAIProvider.warm_up)."""
+        import anyio._backends._asyncio  # noqa: F401
+
+        _ = self._client.messages.batches
+
     @property
     def client(self) -> anthropic.AsyncAnthropic:
         """The SDK client every call goes through (max_retries=0)."""

@@ -246,6 +246,14 @@ class OpenAIProvider:
         self._client = client.with_options(max_retries=0)
         self.list_page_size = list_page_size
 
+    def warm_up(self) -> None:
+        """Import now what the SDK imports on first use (its `files` and `batches`
+        resources, anyio's asyncio backend): a worker calls this at start, so the
+        imports do not block its event loop (and the heartbeat) inside a first step."""
+        import anyio._backends._asyncio  # noqa: F401
+
+        _ = (self._client.files, self._client.batches)
+
     @property
     def client(self) -> openai.AsyncOpenAI:
         """The SDK client every call goes through (max_retries=0)."""
