@@ -98,6 +98,25 @@ class SeqSet:
             return False
         return bool(self._bits[index] >> (offset & 7) & 1)
 
+    def copy(self) -> SeqSet:
+        twin = SeqSet()
+        twin._base, twin._bits = self._base, bytearray(self._bits)
+        return twin
+
+    def take(self, seq: int) -> bool:
+        """Remove `seq`; whether it was there (one call on the ingest's hot path)."""
+        if self._base is None:
+            return False
+        offset = seq - self._base
+        index = offset >> 3
+        if offset < 0 or index >= len(self._bits):
+            return False
+        bit = 1 << (offset & 7)
+        if not self._bits[index] & bit:
+            return False
+        self._bits[index] ^= bit
+        return True
+
 
 class Ingestor:
     def __init__(
@@ -150,8 +169,9 @@ class Ingestor:
                 reason=f"the results of {batch.vendor_id} carry our tag: the batch is ours",
             )
             batch = await self.store.batches.get(batch.id)
-        carried = SeqSet()
+        carried, carried_count = SeqSet(), 0
         async for seqs in self.store.ledger.seqs_of(batch.id):
+            carried_count += len(seqs)
             for seq in seqs:
                 carried.add(seq)
         if batch.vendor_id is not None:
@@ -172,7 +192,7 @@ class Ingestor:
                 batch = await self.store.batches.get(batch.id)
                 if self.capacity is not None and transient_code(batch.error):
                     await self.capacity.learn(job, batch, str(errors[0]["message"]))
-            counted = ResultTally()
+            counted = ResultTally(carried_count)
             stats = await self._download(batch, provider.results(vendor), carried, counted)
             tally: ResultTally | None = counted
         else:
@@ -251,7 +271,7 @@ class Ingestor:
         """Store every line of this batch, a chunk a transaction, counting each row
         into `tally`. One chunk is written while the next is parsed (the database works
         in its own thread or process), so at most two chunks are held."""
-        seen = SeqSet()
+        waiting = carried.copy()  # carried seqs with no line yet: a bit each
         # A task only runs when this loop yields, and a source read from memory or a
         # fast socket may never: on PostgreSQL (the server works in its own process)
         # each round trip of the chunk being written gets a turn every few lines, so
@@ -262,24 +282,25 @@ class Ingestor:
         overlap = self.store.dialect == "postgresql"
         rows: list[tuple[Any, ...]] = []
         stats: Counter[str] = Counter()
+        count = 0
         writing: asyncio.Task[None] | None = None
         try:
             async for line in lines:
-                stats["lines"] += 1
-                if overlap and writing is not None and not stats["lines"] % _YIELD_EVERY:
+                count += 1
+                if overlap and writing is not None and not count % _YIELD_EVERY:
                     await asyncio.sleep(0)  # a turn for the chunk being written
                 parsed = parse_wire_id(line.wire_id)
-                if parsed is None or parsed[0] != batch.tag or parsed[1] not in carried:
-                    stats["foreign"] += 1
-                    why = "not a request of this batch"
-                    await self._report(batch, "results.foreign", line, why)
+                if parsed is None or parsed[0] != batch.tag or not waiting.take(parsed[1]):
+                    if parsed is not None and parsed[0] == batch.tag and parsed[1] in carried:
+                        stats["duplicate"] += 1
+                        why = "second result for one id"
+                        await self._report(batch, "results.duplicate", line, why)
+                    else:
+                        stats["foreign"] += 1
+                        why = "not a request of this batch"
+                        await self._report(batch, "results.foreign", line, why)
                     continue
                 seq = parsed[1]
-                if seq in seen:
-                    stats["duplicate"] += 1
-                    await self._report(batch, "results.duplicate", line, "second result for one id")
-                    continue
-                seen.add(seq)
                 row = _result_row(batch, seq, line)
                 tally.add(row)
                 rows.append(row)
@@ -291,6 +312,7 @@ class Ingestor:
             if writing is not None:
                 await writing
             await self.store.ledger.store_results(rows)
+            stats["lines"] = count
         finally:
             if writing is not None:
                 # if the stream failed, let the chunk in flight finish (it is idempotent)

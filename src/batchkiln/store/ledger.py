@@ -101,19 +101,26 @@ class ResultTally:
     ended, so rows stored by an earlier, interrupted pass are the same rows. It saves
     reading every row back (each carries the vendor's line) to count them."""
 
-    def __init__(self) -> None:
+    def __init__(self, carried: int) -> None:
+        self.carried = carried  # requests the batch carries (none has an outcome yet)
         self.shapes: dict[ResultShape, int] = {}
-        self.usage = dict.fromkeys(USAGE_NAMES, 0)
+        self._billed = 0
+        self._sums = [0] * len(_TOKENS_AT)
 
     def add(self, row: Row) -> None:
         """One row, in RESULT_COLUMNS order."""
         shape = (row[_OUTCOME_AT], row[_FAILURE_AT])
         self.shapes[shape] = self.shapes.get(shape, 0) + 1
         if row[_BILLED_AT] == 1:
-            usage = self.usage
-            usage["billed_requests"] += 1
-            for name, at in zip(USAGE_NAMES[1:], _TOKENS_AT, strict=True):
-                usage[name] += row[at]
+            self._billed += 1
+            sums = self._sums
+            for i, at in enumerate(_TOKENS_AT):
+                sums[i] += row[at]
+
+    @property
+    def usage(self) -> dict[str, int]:
+        """The billed usage, by USAGE_NAMES."""
+        return dict(zip(USAGE_NAMES, (self._billed, *self._sums), strict=True))
 
 
 FINAL_OUTCOMES = ("succeeded", "failed", "exhausted", "cancelled")
@@ -344,15 +351,18 @@ class Ledger:
         carried = select(func.count()).where(_carried(batch))
         usage = dict.fromkeys(USAGE_NAMES, 0)
         shapes: dict[ResultShape, int] = {}
-        async with self._engine.connect() as conn:
-            if tally is not None:
-                shapes, usage = dict(tally.shapes), dict(tally.usage)
-            else:
+        if tally is not None:
+            # A downloading batch's requests have no outcome yet (they get one when it
+            # closes), so the tally's count is the query's; if the batch was closed
+            # meanwhile, the close's compare-and-set refuses before anything applies.
+            shapes, usage, total = dict(tally.shapes), tally.usage, tally.carried
+        else:
+            async with self._engine.connect() as conn:
                 for outcome, failure, n, *sums in (await conn.execute(by_shape)).all():
                     shapes[(outcome, failure)] = int(n)
                     for name, value in zip(USAGE_NAMES, sums, strict=True):
                         usage[name] += int(value)
-            total = int((await conn.execute(carried)).scalar_one())
+                total = int((await conn.execute(carried)).scalar_one())
         # fewer carried than results: the batch is closed already (its requests have
         # outcomes); closing it again raises StaleTransition before anything applies
         missing = total - sum(shapes.values())
