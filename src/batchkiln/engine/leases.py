@@ -12,6 +12,12 @@ A lease found taken over at a renewal (this process stalled past its lease and
 another worker claimed the batch) is lost: the step's task is cancelled, and its
 writes would be refused anyway (store.leases guards every write of a step).
 
+A worker that cannot renew at all (the store unreachable, this host cut off from it)
+fences itself: once its last successful renewal is `FENCE` of a lease old, it cancels
+every step it holds before the leases run out, so no call of its own (a create above
+all) is still in flight when another worker may take the batch over. The guarded
+writes cover what such a step would store; fencing covers what it would send.
+
 The keeper sleeps in real time: `lease_seconds` are clock seconds, so on a scaled
 clock (`--speed`) it renews `speed` times as often; a test's fake clock has no real
 pace, so no background heartbeat runs there and tests call `beat()` themselves.
@@ -30,6 +36,7 @@ from batchkiln.store import Store
 log = logging.getLogger(__name__)
 
 RENEWALS_PER_LEASE = 3
+FENCE = 0.8  # of a lease since the last renewal: a worker that cannot renew stops its steps
 
 
 def real_interval(clock: Clock, lease_seconds: float) -> float | None:
@@ -53,11 +60,7 @@ class LeaseKeeper:
         self.lost: set[str] = set()
         self.on_beat: Callable[[list[str]], Awaitable[None]] | None = None
         self._task: asyncio.Task[None] | None = None
-
-    def hold(self, batch_ids: Iterable[str]) -> None:
-        for batch_id in batch_ids:
-            self._held.setdefault(batch_id, None)
-            self.lost.discard(batch_id)
+        self._renewed_at: float | None = None  # the last renewal that reached the store
 
     def holds(self, batch_id: str) -> bool:
         return batch_id in self._held
@@ -75,28 +78,51 @@ class LeaseKeeper:
     async def beat(self) -> set[str]:
         """Renew every held lease now; returns the ids found lost (their steps cancelled)."""
         ids = list(self._held)
+        started = self.clock.now()
         kept = await self.store.batches.renew(
             ids, worker=self.worker, lease_seconds=self.lease_seconds
         )
+        self._renewed_at = started
         # a lease released while the renewal ran was dropped first: not lost
         lost = {batch_id for batch_id in ids if batch_id not in kept and batch_id in self._held}
         for batch_id in lost:
-            task = self._held.pop(batch_id, None)
-            self.lost.add(batch_id)
-            log.warning("lease on %s lost (taken over after expiry); its step stops", batch_id)
-            if task is not None and not task.done():
-                task.cancel()
+            self._lose(batch_id, "taken over after expiry")
         if self.on_beat is not None:
             await self.on_beat(self.held())
         return lost
 
+    async def tick(self) -> None:
+        """One heartbeat: renew, or, if renewing has failed for `FENCE` of a lease, fence
+        (cancel every held step: its lease may be another worker's soon)."""
+        try:
+            await self.beat()
+        except Exception as exc:  # a database blip: try again at the next beat
+            log.warning("heartbeat failed: %r", exc)
+            since = self._renewed_at
+            if since is None or self.clock.now() - since < FENCE * self.lease_seconds:
+                return
+            for batch_id in list(self._held):
+                self._lose(batch_id, "not renewed for most of a lease (store unreachable)")
+
+    def _lose(self, batch_id: str, why: str) -> None:
+        task = self._held.pop(batch_id, None)
+        self.lost.add(batch_id)
+        log.warning("lease on %s lost (%s); its step stops", batch_id, why)
+        if task is not None and not task.done():
+            task.cancel()
+
+    def hold(self, batch_ids: Iterable[str]) -> None:
+        ids = list(batch_ids)
+        if ids and not self._held:  # the first lease since none was held: just claimed
+            self._renewed_at = self.clock.now()
+        for batch_id in ids:
+            self._held.setdefault(batch_id, None)
+            self.lost.discard(batch_id)
+
     async def _run(self, interval: float) -> None:
         while True:
             await asyncio.sleep(interval)
-            try:
-                await self.beat()
-            except Exception as exc:  # a database blip: try again at the next beat
-                log.warning("heartbeat failed: %r", exc)
+            await self.tick()
 
     @contextlib.asynccontextmanager
     async def beating(self) -> AsyncIterator[None]:
@@ -116,4 +142,4 @@ class LeaseKeeper:
                 await task
 
 
-__all__ = ["RENEWALS_PER_LEASE", "LeaseKeeper", "real_interval"]
+__all__ = ["FENCE", "RENEWALS_PER_LEASE", "LeaseKeeper", "real_interval"]

@@ -229,3 +229,34 @@ async def test_a_worker_runs_steps_at_once_within_the_vendor_call_limit(world: W
     ]
     assert all(b.vendor_id is not None for b in rows)
     assert world.sim.counters.batches_created == 6
+
+
+async def test_a_worker_that_cannot_renew_stops_its_steps_before_its_leases_run_out(
+    world: World, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Renewals failing (store unreachable): the held steps keep running until the last
+    renewal is FENCE of a lease old, then are cancelled, before another worker may claim."""
+    from batchkiln.engine.leases import FENCE
+
+    kiln = _kiln(world, "w1")
+    path = write_requests(world.tmp / "fence.jsonl", 2)
+    job = (await kiln.submit(path, provider="openai", model=MODELS["openai"])).job
+    claimed, _ = await kiln.claim()
+    assert [b.job_id for b in claimed] == [job.id]
+    step = asyncio.create_task(asyncio.sleep(3600))  # a create call still in flight
+    kiln.leases.attach(claimed[0].id, step)
+    await kiln.leases.tick()  # renews: the store answers
+
+    async def unreachable(*_args: object, **_kwargs: object) -> list[str]:
+        raise ConnectionError("the store is unreachable")
+
+    monkeypatch.setattr(world.store.batches, "renew", unreachable)
+    world.clock.advance(FENCE * 60 - 1)
+    await kiln.leases.tick()
+    assert not step.done() and kiln.leases.holds(claimed[0].id)  # not yet: keep going
+    world.clock.advance(1)
+    await kiln.leases.tick()
+    await asyncio.sleep(0)
+    assert step.cancelled() and claimed[0].id in kiln.leases.lost
+    row = await world.store.batches.get(claimed[0].id)
+    assert row.lease_owner == "w1" and row.lease_expires_at > world.clock.now()  # still ours
