@@ -269,8 +269,8 @@ class Ingestor:
         tally: ResultTally,
     ) -> dict[str, int]:
         """Store every line of this batch, a chunk a transaction, counting each row
-        into `tally`. One chunk is written while the next is parsed (the database works
-        in its own thread or process), so at most two chunks are held."""
+        into `tally`. At most two chunks are held: on PostgreSQL one is written while
+        the next is parsed (below)."""
         waiting = carried.copy()  # carried seqs with no line yet: a bit each
         # A task only runs when this loop yields, and a source read from memory or a
         # fast socket may never: on PostgreSQL (the server works in its own process)

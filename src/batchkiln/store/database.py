@@ -9,10 +9,12 @@ database or user (`StoreError`). Passwords never appear: URLs go through `mask_u
 
 from __future__ import annotations
 
+import asyncio
 import errno
 import socket
 import sqlite3
 import tempfile
+import threading
 from pathlib import Path
 from typing import Any
 
@@ -259,14 +261,27 @@ def alembic_config(connection: Connection | None = None) -> Config:
     return config
 
 
+# Alembic's `op` and `context` are module-level proxies to the migration running now, so
+# two migrations at once in one process (two stores opened in two threads, as the CLI
+# contract test does) run each other's operations on the wrong connection. One at a
+# time per process; the wait is asynchronous, so two opens in one event loop do not
+# deadlock either (the first yields to the loop at every statement).
+_MIGRATING = threading.Lock()
+
+
 async def migrate(engine: AsyncEngine, revision: str = "head") -> None:
     """Bring the schema to `revision` (Alembic upgrade, inside the async engine)."""
 
     def _upgrade(connection: Connection) -> None:
         command.upgrade(alembic_config(connection), revision)
 
-    async with engine.begin() as connection:
-        await connection.run_sync(_upgrade)
+    while not _MIGRATING.acquire(blocking=False):  # noqa: ASYNC110 - a lock across threads
+        await asyncio.sleep(0.005)
+    try:
+        async with engine.begin() as connection:
+            await connection.run_sync(_upgrade)
+    finally:
+        _MIGRATING.release()
 
 
 def insert_ignoring_duplicates(conn: AsyncConnection, table: Table) -> Insert:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
 from sqlalchemy import inspect, text
@@ -52,3 +54,25 @@ async def test_vendor_lines_are_compressed_with_lz4_on_postgresql(store: Store) 
     await migrate(store.engine)
     async with store.engine.connect() as conn:
         assert set(dict((await conn.execute(query)).all()).values()) == {"l"}
+
+
+def test_stores_opened_at_once_in_threads_all_migrate(tmp_path: Path) -> None:
+    """Alembic's proxies are process-wide: four stores opened in four threads at once
+    each end at head (they once ran each other's operations and failed or hung)."""
+    import asyncio
+    from concurrent.futures import ThreadPoolExecutor
+
+    def open_one(i: int) -> str:
+        async def go() -> str:
+            store = await Store.open(f"sqlite:///{tmp_path}/k{i}.db")
+            try:
+                async with store.engine.connect() as conn:
+                    return str((await conn.execute(text("SELECT * FROM alembic_version"))).scalar())
+            finally:
+                await store.close()
+
+        return asyncio.run(go())
+
+    with ThreadPoolExecutor(4) as pool:
+        versions = list(pool.map(open_one, range(4)))
+    assert len(set(versions)) == 1 and versions[0] is not None
