@@ -35,7 +35,7 @@ from batchkiln.providers.failures import SdkErrors, StatusDetail, classify_anthr
 
 def _status_detail(exc: Exception) -> StatusDetail:
     """The status, message and type of an `anthropic.APIStatusError`."""
-    assert isinstance(exc, anthropic.APIStatusError)
+    exc = cast(anthropic.APIStatusError, exc)  # SdkErrors calls this for its status class only
     return StatusDetail(
         exc.status_code, exc.api_message or str(exc), exc.type, exc.response.headers
     )

@@ -13,8 +13,9 @@ Two questions, answered by tables:
 * A whole *batch* was failed by the vendor: `classify_batch_errors` tells a
   transient rejection (OpenAI's enqueued-token limit) from a bad input.
 * A *call* failed (create, retrieve, list, ...): may the same call be repeated,
-  and is a create's effect unknown? `vendor_error` maps the SDK exception to
-  `VendorError` / `AmbiguousOutcome`, with the server's retry-after.
+  and is a create's effect unknown? `SdkErrors.vendor_error` maps the SDK exception to
+  `VendorError` / `AmbiguousOutcome`, with the server's retry-after; each adapter
+  builds its `SdkErrors` from its own SDK, so this module imports none.
 """
 
 from __future__ import annotations

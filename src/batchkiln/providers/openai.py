@@ -33,7 +33,7 @@ from batchkiln.providers.failures import SdkErrors, StatusDetail, classify_opena
 
 def _status_detail(exc: Exception) -> StatusDetail:
     """The status, message and code of an `openai.APIStatusError`."""
-    assert isinstance(exc, openai.APIStatusError)
+    exc = cast(openai.APIStatusError, exc)  # SdkErrors calls this for its status class only
     body: Any = exc.body
     message = body.get("message") if isinstance(body, Mapping) else None
     return StatusDetail(
