@@ -40,12 +40,12 @@ from typing import Any
 
 import orjson
 from ingest import MB, POSTGRES_URL, Phases, _postgres_schema
+from input_memory import make_file
 
 from batchkiln.clock import FakeClock
 from batchkiln.engine.kiln import Kiln
 from batchkiln.store import Store
 
-MODEL = "gpt-4o-mini"
 CHUNK = 2000
 
 FLOOR_DDL = """
@@ -57,27 +57,6 @@ CREATE TABLE floor_requests (
 """
 FLOOR_INDEX = "CREATE INDEX ix_floor_requests_batch_id ON floor_requests (batch_id)"
 FLOOR_COLUMNS = ("job_id", "seq", "custom_id", "line", "body", "batch_id", "attempts")
-
-
-def make_file(path: Path, megabytes: int, prompt_bytes: int) -> int:
-    """OpenAI chat lines with ~prompt_bytes of prompt each, until the file has `megabytes`."""
-    target, count = megabytes * MB, 0
-    prompt = ("lorem ipsum dolor sit amet " * (prompt_bytes // 27 + 1))[:prompt_bytes]
-    with path.open("wb") as out:
-        while out.tell() < target:
-            line = {
-                "custom_id": f"req-{count}",
-                "method": "POST",
-                "url": "/v1/chat/completions",
-                "body": {
-                    "model": MODEL,
-                    "max_tokens": 200,
-                    "messages": [{"role": "user", "content": f"{count}: {prompt}"}],
-                },
-            }
-            out.write(orjson.dumps(line) + b"\n")
-            count += 1
-    return count
 
 
 class NoVendor:

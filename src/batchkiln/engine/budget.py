@@ -120,55 +120,32 @@ class BudgetGuard:
         `bodies` streamed) and admit it; False (audited) if it does not fit.
         `closing_cost` is the closing batch's cost, not yet recorded."""
         async with self.admission():
-            return await self._admit_retry(
-                job,
-                batch,
-                child_key,
-                retrying,
-                bodies,
-                closing_cost,
-                vendor=vendor,
+            estimator = Estimator.for_job(vendor, job.model, job.endpoint)
+            part = estimator.new_part()
+            async for body in bodies:
+                estimator.add(part, orjson.loads(body))
+            estimate = estimator.finish()
+            estimate.note = f"retry of {retrying} request(s)"
+            refusal = await self._check(
+                estimate,
+                job_limit=JobOptions.load(job.options).budget_usd,
+                job_id=job.id,
+                excluding=batch.key,
+                closing=closing_cost or 0.0,
+            )
+            if refusal is not None:
+                await self._refuse(
+                    refusal, job_id=job.id, batch_id=batch.id, key=child_key, worker=worker
+                )
+                return False
+            await self.store.costs.add_estimates(
+                job.id,
+                new_estimates([child_key], [estimate]),
                 worker=worker,
+                reason=f"retry of {retrying} request(s) from {batch.id}: {describe(estimate)}",
+                data={"batch_key": child_key, **estimate.to_json()},
             )
-
-    async def _admit_retry(
-        self,
-        job: JobRow,
-        batch: BatchRow,
-        child_key: str,
-        retrying: int,
-        bodies: AsyncIterable[bytes],
-        closing_cost: float | None,
-        *,
-        vendor: str,
-        worker: str,
-    ) -> bool:
-        estimator = Estimator.for_job(vendor, job.model, job.endpoint)
-        part = estimator.new_part()
-        async for body in bodies:
-            estimator.add(part, orjson.loads(body))
-        estimate = estimator.finish()
-        estimate.note = f"retry of {retrying} request(s)"
-        refusal = await self._check(
-            estimate,
-            job_limit=JobOptions.load(job.options).budget_usd,
-            job_id=job.id,
-            excluding=batch.key,
-            closing=closing_cost or 0.0,
-        )
-        if refusal is not None:
-            await self._refuse(
-                refusal, job_id=job.id, batch_id=batch.id, key=child_key, worker=worker
-            )
-            return False
-        await self.store.costs.add_estimates(
-            job.id,
-            new_estimates([child_key], [estimate]),
-            worker=worker,
-            reason=f"retry of {retrying} request(s) from {batch.id}: {describe(estimate)}",
-            data={"batch_key": child_key, **estimate.to_json()},
-        )
-        return True
+            return True
 
     async def _check(
         self,

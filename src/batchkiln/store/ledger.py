@@ -332,6 +332,20 @@ class Ledger:
         from `tally`, counted as they were written) and one count of its requests
         (result rows are only ever stored for requests the batch carries, so no join
         is needed)."""
+        if tally is not None:
+            # A downloading batch's requests have no outcome yet (they get one when it
+            # closes), so the tally's count is the query's; if the batch was closed
+            # meanwhile, the close's compare-and-set refuses before anything applies.
+            shapes, usage, total = dict(tally.shapes), tally.usage, tally.carried
+        else:
+            shapes, usage, total = await self._scan(batch)
+        # fewer carried than results: the batch is closed already (its requests have
+        # outcomes); closing it again raises StaleTransition before anything applies
+        missing = total - sum(shapes.values())
+        return ({**shapes, MISSING: missing} if missing > 0 else shapes), usage
+
+    async def _scan(self, batch: BatchRow) -> tuple[dict[ResultShape, int], dict[str, int], int]:
+        """Shapes and billed usage from the batch's result rows, and its carried count."""
         billed = results.c.billed == 1
 
         def billed_sum(column: Any) -> Any:
@@ -348,25 +362,16 @@ class Ledger:
             .where(results.c.batch_id == batch.id)
             .group_by(results.c.outcome, results.c.failure)
         )
-        carried = select(func.count()).where(_carried(batch))
         usage = dict.fromkeys(USAGE_NAMES, 0)
         shapes: dict[ResultShape, int] = {}
-        if tally is not None:
-            # A downloading batch's requests have no outcome yet (they get one when it
-            # closes), so the tally's count is the query's; if the batch was closed
-            # meanwhile, the close's compare-and-set refuses before anything applies.
-            shapes, usage, total = dict(tally.shapes), tally.usage, tally.carried
-        else:
-            async with self._engine.connect() as conn:
-                for outcome, failure, n, *sums in (await conn.execute(by_shape)).all():
-                    shapes[(outcome, failure)] = int(n)
-                    for name, value in zip(USAGE_NAMES, sums, strict=True):
-                        usage[name] += int(value)
-                total = int((await conn.execute(carried)).scalar_one())
-        # fewer carried than results: the batch is closed already (its requests have
-        # outcomes); closing it again raises StaleTransition before anything applies
-        missing = total - sum(shapes.values())
-        return ({**shapes, MISSING: missing} if missing > 0 else shapes), usage
+        async with self._engine.connect() as conn:
+            for outcome, failure, n, *sums in (await conn.execute(by_shape)).all():
+                shapes[(outcome, failure)] = int(n)
+                for name, value in zip(USAGE_NAMES, sums, strict=True):
+                    usage[name] += int(value)
+            carried = select(func.count()).where(_carried(batch))
+            total = int((await conn.execute(carried)).scalar_one())
+        return shapes, usage, total
 
     async def bodies_to_retry(self, batch: BatchRow, rules: OutcomeRules) -> AsyncIterator[bytes]:
         """The stored bodies of the requests `rules` sends to a retry child, streamed."""
