@@ -1,0 +1,88 @@
+"""Bulk writes store exactly the rows given, by each store's own fast path."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from sqlalchemy import Column, Integer, LargeBinary, MetaData, String, Table, Text, event, select
+from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
+
+from batchkiln.store.bulk import copy_or_insert, insert_rows
+
+metadata = MetaData()
+things = Table(
+    "things",
+    metadata,
+    Column("id", Integer, primary_key=True),
+    Column("name", Text, nullable=True),
+    Column("head", LargeBinary, nullable=True),
+    Column("score", String(20), nullable=True),
+    Column("tail", LargeBinary, nullable=False),
+)
+COLUMNS = ("id", "name", "head", "score", "tail")
+ROWS: list[tuple[Any, ...]] = [
+    (1, "plain", b"\x00\x01binary\xff", "a", b'{"json":true}'),
+    (2, None, None, None, b""),
+    (3, 'quotes " and \\ and \n newline', b"", "x" * 20, b"\n" * 3),
+    (4, "déjà vu ☃ 🎉", "☃".encode(), "-1.5", bytes(range(256))),
+    (5, "", b"h" * 70_000, "0", b"t"),
+]
+
+
+@pytest.fixture
+async def engine(tmp_path: Path) -> AsyncIterator[AsyncEngine]:
+    engine = create_async_engine(f"sqlite+aiosqlite:///{tmp_path}/bulk.db")
+    async with engine.begin() as conn:
+        await conn.run_sync(metadata.create_all)
+    yield engine
+    await engine.dispose()
+
+
+async def _stored(engine: AsyncEngine) -> list[tuple[Any, ...]]:
+    async with engine.connect() as conn:
+        rows = (await conn.execute(select(things).order_by(things.c.id))).all()
+    return [tuple(r) for r in rows]
+
+
+async def test_sqlite_packed_insert_stores_every_value_exactly(engine: AsyncEngine) -> None:
+    """Text, NULLs, empty and binary byte strings (two blob columns) come back as given."""
+    async with engine.begin() as conn:
+        await insert_rows(conn, things, COLUMNS, ROWS)
+    assert await _stored(engine) == ROWS
+
+
+async def test_sqlite_packed_insert_is_one_statement_per_chunk(engine: AsyncEngine) -> None:
+    """A chunk is one INSERT ... SELECT (one sqlite3_step, run with the GIL released)."""
+    statements: list[str] = []
+
+    def trace(conn: Any, cursor: Any, statement: str, *args: Any) -> None:
+        statements.append(statement)
+
+    event.listen(engine.sync_engine, "before_cursor_execute", trace)
+    many = [(i, f"n{i}", None, None, b"x" * i) for i in range(10, 1010)]
+    async with engine.begin() as conn:
+        await insert_rows(conn, things, COLUMNS, many)
+    inserts = [s for s in statements if s.startswith("INSERT")]
+    assert len(inserts) == 1 and "json_each" in inserts[0]
+    assert len(await _stored(engine)) == 1000
+
+
+async def test_sqlite_insert_or_ignore_keeps_the_stored_row(engine: AsyncEngine) -> None:
+    """copy_or_insert over rows already stored keeps them as they were and adds the rest."""
+    await copy_or_insert(engine, things, COLUMNS, ROWS[:2])
+    changed = [(1, "changed", None, None, b"new"), *ROWS[2:]]
+    await copy_or_insert(engine, things, COLUMNS, changed)
+    assert await _stored(engine) == ROWS
+
+
+async def test_a_table_without_blobs_packs_its_rows_alone(engine: AsyncEngine) -> None:
+    """With no byte-string column the statement takes the JSON array only."""
+    plain = Table("plain", MetaData(), Column("id", Integer, primary_key=True), Column("v", Text))
+    async with engine.begin() as conn:
+        await conn.run_sync(plain.metadata.create_all)
+        await insert_rows(conn, plain, ("id", "v"), [(1, "one"), (2, None)])
+        rows = (await conn.execute(select(plain).order_by(plain.c.id))).all()
+    assert [tuple(r) for r in rows] == [(1, "one"), (2, None)]
