@@ -249,27 +249,36 @@ def _is_count(value: Any) -> bool:
 
 def _output_cap(body: dict[str, Any]) -> int | None:
     for name in ("max_completion_tokens", "max_tokens", "max_output_tokens"):
-        if _is_count(body.get(name)):
-            return int(body[name])
+        value = body.get(name)
+        if value is not None and _is_count(value):
+            return int(value)
     return None
 
 
 def _text(value: Any, count: Counter) -> int:
-    """Tokens of every string inside `value` (token-id lists count one each)."""
+    """Tokens of every string inside `value` (token-id lists count one each). Loops, not
+    generator sums: this runs for every part of every request of a file."""
     if value is None:
         return 0
     if isinstance(value, str):
         return count(value) if value else 0
+    total = 0
     if isinstance(value, list):
         if value and all(isinstance(v, int) for v in value):
             return len(value)
-        return sum(_text(v, count) for v in value)
-    if isinstance(value, dict):
-        return sum(_text(v, count) for k, v in value.items() if k not in _SKIP_KEYS)
-    return 0
+        for v in value:
+            total += _text(v, count)
+    elif isinstance(value, dict):
+        for k, v in value.items():
+            if k not in _SKIP_KEYS:
+                total += _text(v, count)
+    return total
 
 
 def _messages(value: Any, count: Counter) -> int:
     if not isinstance(value, list):
         return _text(value, count)
-    return REPLY_PRIMING + sum(MESSAGE_OVERHEAD + _text(m, count) for m in value)
+    total = REPLY_PRIMING
+    for message in value:
+        total += MESSAGE_OVERHEAD + _text(message, count)
+    return total

@@ -16,15 +16,15 @@ from collections.abc import AsyncIterable, AsyncIterator
 from contextlib import asynccontextmanager
 
 import orjson
+from sqlalchemy.ext.asyncio import AsyncConnection
 
 from batchkiln.clock import Clock
 from batchkiln.costs import Estimate, Estimator, unknown_price
 from batchkiln.costs.budget import GlobalBudget, Refusal, describe
 from batchkiln.engine.admission import AdmissionLock
 from batchkiln.engine.policy import JobOptions
-from batchkiln.errors import BudgetExceeded
-from batchkiln.store import BatchRow, JobRow, NewEstimate, NotFound, Store
-from batchkiln.store.jobs import JobEstimate
+from batchkiln.store import BatchRow, JobRow, NewEstimate, Store
+from batchkiln.store.drafts import JobEstimate
 
 _SLACK = 1e-9  # float sums of the same dollars must not refuse an exact fit
 
@@ -73,36 +73,24 @@ class BudgetGuard:
         async with self._lock.hold():
             yield
 
-    async def admit_new(
-        self,
-        total: Estimate,
-        parts: list[Estimate],
-        options: JobOptions,
-        *,
-        key: str,
-        batch_keys: list[str],
-        worker: str,
-    ) -> JobEstimate | None:
-        """Admit a new Job's estimate (made during validation) or raise BudgetExceeded.
-        None when `key` already names a Job (nothing new would be sent)."""
-        try:
-            await self.store.jobs.get(key)
-            return None
-        except NotFound:
-            pass
-        await self.admit_job(total, options, key=key, worker=worker)
-        return job_estimate(total, parts, batch_keys)
-
-    async def admit_job(
-        self, estimate: Estimate, options: JobOptions, *, key: str, worker: str
-    ) -> None:
-        """Raise BudgetExceeded (after auditing it) when a new Job does not fit."""
-        refusal = await self._check(
-            estimate, job_limit=options.budget_usd, job_id=None, excluding=None, closing=0.0
+    async def refusal_for_new(
+        self, estimate: Estimate, options: JobOptions, *, conn: AsyncConnection | None = None
+    ) -> Refusal | None:
+        """Why a new Job with this estimate does not fit, or None; call it under
+        `admission()`, with the Job committed before the lock is let go (`conn`: the
+        Job's draft transaction, read through)."""
+        return await self._check(
+            estimate,
+            job_limit=options.budget_usd,
+            job_id=None,
+            excluding=None,
+            closing=0.0,
+            conn=conn,
         )
-        if refusal is not None:
-            await self._refuse(refusal, job_id=None, batch_id=None, key=key, worker=worker)
-            raise BudgetExceeded(refusal)
+
+    async def refuse(self, refusal: Refusal, *, key: str, worker: str) -> None:
+        """Audit a new Job's refusal (after its draft rolled back: nothing was stored)."""
+        await self._refuse(refusal, job_id=None, batch_id=None, key=key, worker=worker)
 
     async def admit_retry(
         self,
@@ -155,6 +143,7 @@ class BudgetGuard:
         job_id: str | None,
         excluding: str | None,
         closing: float,
+        conn: AsyncConnection | None = None,
     ) -> Refusal | None:
         what = "job" if job_id is None else f"retry of {estimate.requests} request(s)"
         cost = estimate.cost_usd
@@ -171,8 +160,8 @@ class BudgetGuard:
         budget = self.global_budget
         if budget is not None:
             since = budget.period_start(self.clock.now())
-            committed = closing + await self.store.costs.spent(since=since)
-            committed += await self.store.costs.live_exposure(excluding_key=excluding)
+            committed = closing + await self.store.costs.spent(since=since, conn=conn)
+            committed += await self.store.costs.live_exposure(excluding_key=excluding, conn=conn)
             if cost is None or committed + cost > budget.limit_usd + _SLACK:
                 return Refusal(
                     "global", budget.limit_usd, committed, cost, what, budget.period, unpriced

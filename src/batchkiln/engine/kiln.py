@@ -17,11 +17,11 @@ from pathlib import Path
 from typing import Any
 
 from batchkiln.clock import Clock, SystemClock
-from batchkiln.costs import FileEstimator
 from batchkiln.engine.budget import BudgetGuard
 from batchkiln.engine.cancel import Canceller, CancelReport
 from batchkiln.engine.capacity import WAITING, EnqueuedTokens
 from batchkiln.engine.ingest import Ingestor, retry_child
+from batchkiln.engine.intake import Intake
 from batchkiln.engine.leases import LeaseKeeper
 from batchkiln.engine.policy import JobOptions
 from batchkiln.engine.refresh import ListRefresher
@@ -31,12 +31,10 @@ from batchkiln.engine.submission import Submitter
 from batchkiln.engine.throttle import Throttle
 from batchkiln.engine.tracking import Tracker
 from batchkiln.errors import LeaseLost, ProviderNotConfigured
-from batchkiln.intake import batch_tag, derive_batch_key, iter_requests, job_key, validate_file
-from batchkiln.intake.keys import check_user_key
 from batchkiln.lifecycle import ENDED_AT_VENDOR, LIVE_AT_VENDOR, JobState, State
 from batchkiln.providers.base import FailureClass, Provider, VendorError
 from batchkiln.providers.counted import CountedProvider
-from batchkiln.store import BatchRow, JobRow, NewBatch, StaleTransition, Store
+from batchkiln.store import BatchRow, JobRow, StaleTransition, Store
 from batchkiln.store.leases import guarded_by
 
 log = logging.getLogger(__name__)
@@ -124,6 +122,7 @@ class Kiln:
         # an explicit `backoff` is the polling schedule
         self.tracking = TrackingPolicy.of(tracking)
         self.budget = budget or BudgetGuard(store, self.clock)
+        self.intake = Intake(store, self.budget, self.worker)
         if backoff is not None:
             self.tracking = self.tracking.with_poll(backoff)
         self.tracker = Tracker(
@@ -173,66 +172,15 @@ class Kiln:
         every bad line, a Job over a budget raises BudgetExceeded (with the
         estimate), and a valid one becomes not_submitted batches."""
         wire = self.provider(provider).name  # the wire format: "openai" or "anthropic"
-        if key is not None:
-            check_user_key(key)  # a bad key stops before the file is read
-        # Pass 1: validate, fingerprint, plan and estimate in one streaming read.
-        estimator = FileEstimator(wire)
-        summary = validate_file(
+        job, created = await self.intake.submit(
             path,
-            provider=wire,  # type: ignore[arg-type]
+            provider=provider,
+            wire=wire,
             model=model,
             endpoint=endpoint,
-            on_request=estimator,
+            key=key,
+            options=options or JobOptions(),
         )
-        total, parts = estimator.finish()
-        jkey = job_key(key, summary.fingerprint)
-        new_batches = []
-        for shard in summary.shards:
-            bkey = derive_batch_key(jkey, shard.index, 1)
-            new_batches.append(
-                NewBatch(
-                    key=bkey,
-                    tag=batch_tag(bkey),
-                    shard=shard.index,
-                    start=shard.start,
-                    stop=shard.stop,
-                    wire_bytes=shard.wire_bytes,
-                )
-            )
-        options = options or JobOptions()
-        # One admission at a time (engine/admission.py): the check, then the Job with
-        # its estimate, so concurrent submitters never overshoot a global budget.
-        async with self.budget.admission():
-            admitted = await self.budget.admit_new(  # BudgetExceeded
-                total,
-                parts,
-                options,
-                key=jkey,
-                batch_keys=[b.key for b in new_batches],
-                worker=self.worker,
-            )
-            # Pass 2: store, refusing a file whose content changed since pass 1 (FileChanged).
-            rows = iter_requests(
-                path,
-                provider=wire,  # type: ignore[arg-type]
-                model=model,
-                endpoint=endpoint,
-                expect_fingerprint=summary.fingerprint,
-            )
-            job, created = await self.store.jobs.create(
-                key=jkey,
-                fingerprint=summary.fingerprint,
-                provider=provider,
-                model=summary.model,
-                endpoint=summary.endpoint,
-                source=str(path),
-                request_count=summary.count,
-                options=options.model_dump(),
-                request_rows=rows,
-                new_batches=new_batches,
-                worker=self.worker,
-                estimate=admitted,
-            )
         if created:
             await self.store.wake(job.id)  # idle workers (PostgreSQL) start on it now
         if not created:

@@ -4,8 +4,10 @@ summary = validate_file(path, provider="openai")       # one pass; InputError li
 key = job_key(user_key, summary.fingerprint)           # user key, or fp-<fingerprint>
 for shard in summary.shards:                           # contiguous seq ranges within limits
     tag = batch_tag(derive_batch_key(key, shard.index, 1))
-for request in iter_requests(path, provider="openai"):  # second pass: normalised bodies
+for request in iter_requests(path, provider="openai"):  # another pass: normalised bodies
     ...
+for request in RequestPass(path, provider="openai"):    # Kiln.submit's one pass: stops at
+    ...                                                 # the first bad line, plans shards
 """
 
 from __future__ import annotations
@@ -29,6 +31,7 @@ from batchkiln.intake.reader import (
     InputRequest,
     InputSummary,
     Provider,
+    RequestPass,
     iter_requests,
     validate_file,
 )
@@ -41,11 +44,14 @@ from batchkiln.intake.sharding import (
     wire_line_bytes,
 )
 
-__all__ = [  # noqa: RUF022 (plain sorted(), as the package root test checks)
+__all__ = [
     "ANTHROPIC_ENDPOINT",
-    "ContentFingerprint",
     "DEFAULT_OPENAI_ENDPOINT",
     "GEMINI_ENDPOINT",
+    "MAX_CUSTOM_ID",
+    "OPENAI_ENDPOINTS",
+    "PROVIDER_LIMITS",
+    "ContentFingerprint",
     "InputError",
     "InputRequest",
     "InputSummary",
@@ -53,10 +59,8 @@ __all__ = [  # noqa: RUF022 (plain sorted(), as the package root test checks)
     "KeyConflict",
     "Limits",
     "LineError",
-    "MAX_CUSTOM_ID",
-    "OPENAI_ENDPOINTS",
-    "PROVIDER_LIMITS",
     "Provider",
+    "RequestPass",
     "Shard",
     "ShardPlanner",
     "batch_tag",

@@ -43,10 +43,8 @@ class ContentFingerprint:
         """Add the next request: its user custom_id and `canonical_json(body)`."""
         # A JSON string ends at its closing quote and compact JSON has no raw
         # newline, so `"id",{body}\n` frames every request unambiguously.
-        self._hash.update(orjson.dumps(custom_id))
-        self._hash.update(b",")
-        self._hash.update(canonical_body)
-        self._hash.update(b"\n")
+        # one update of the joined bytes: four calls cost more than the copy (~1 KB)
+        self._hash.update(b"".join((orjson.dumps(custom_id), b",", canonical_body, b"\n")))
         self.count += 1
 
     def hexdigest(self, *, provider: str, model: str, endpoint: str) -> str:

@@ -27,7 +27,7 @@ import stat
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, NamedTuple
 
 import orjson
 
@@ -57,15 +57,17 @@ MAX_CUSTOM_ID = 512
 _READ_BUFFER = 1 << 20
 
 
-@dataclass(frozen=True)
-class InputRequest:
-    """One request, normalised: `body` is what goes to the vendor (model set)."""
+class InputRequest(NamedTuple):
+    """One request, normalised: `body` is what goes to the vendor (model set). A named
+    tuple, not a dataclass: one is made per line of files of millions of lines."""
 
     seq: int  # 0-based position among the file's requests
     line: int  # 1-based line number in the file
     custom_id: str  # the user's id (never sent; the wire id is "<tag>-<seq>")
     body: dict[str, Any]
     wire_bytes: int  # the request's full wire line, see sharding.wire_line_bytes
+    canonical: bytes = b""  # canonical_json(body): what the fingerprint covers and the store keeps
+    shard: int = 0  # the shard (first batch) the request is planned into
 
 
 @dataclass(frozen=True)
@@ -203,7 +205,8 @@ def _vendor_body(record: dict[str, Any], ctx: _Context, line: int) -> dict[str, 
         )
     if not isinstance(body, dict):
         raise _Reject(f"{field} must be a JSON object, got {_kind(body)}")
-    ctx.agree("endpoint", endpoint, line)
+    if endpoint != ctx.endpoint:  # the same as every line before: nothing to agree
+        ctx.agree("endpoint", endpoint, line)
     if "model" in body:
         model = body["model"]
         if not isinstance(model, str) or not model:
@@ -211,7 +214,8 @@ def _vendor_body(record: dict[str, Any], ctx: _Context, line: int) -> dict[str, 
         if ctx.provider == "gemini":
             model = model.removeprefix("models/")  # the API's resource name form
             body = {**body, "model": model}
-        ctx.agree("model", model, line)
+        if model != ctx.model:
+            ctx.agree("model", model, line)
     elif ctx.model is None:
         raise _Reject(f"no model: set {field}.model on the line or pass --model")
     else:
@@ -382,10 +386,93 @@ def iter_requests(
         seq = content.count
         content.add(custom_id, canonical)
         size = wire_line_bytes(provider, ctx.endpoint, len(canonical), seq)
-        yield InputRequest(seq=seq, line=number, custom_id=custom_id, body=body, wire_bytes=size)
+        yield InputRequest(seq, number, custom_id, body, size, canonical)
     if expect_fingerprint is not None:
         actual = None
         if ctx.model is not None and ctx.endpoint is not None:
             actual = content.hexdigest(provider=provider, model=ctx.model, endpoint=ctx.endpoint)
         if actual != expect_fingerprint:
             raise FileChanged(name)
+
+
+class RequestPass:
+    """The one pass `Kiln.submit` makes over a request file: each request is checked,
+    normalised, fingerprinted and planned into a shard as it is read, and yielded ready
+    to store, so a valid file is read once. It stops at the first bad line with an
+    InputError naming it (submit then rolls back what it stored and runs `validate_file`
+    for the report of every bad line); a custom_id seen twice is left to the store's
+    unique index, which refuses the chunk that holds it."""
+
+    def __init__(
+        self,
+        path: str | Path,
+        *,
+        provider: Provider,
+        model: str | None = None,
+        endpoint: str | None = None,
+        limits: Limits | None = None,
+    ) -> None:
+        self.path = Path(path)
+        self.provider = provider
+        _check_command(str(self.path), provider, model, endpoint)
+        self._ctx = _Context(provider, model, endpoint)
+        self._planner = ShardPlanner(limits or PROVIDER_LIMITS[provider])
+        self._content = ContentFingerprint()
+        self._wire_bytes = 0
+
+    @property
+    def model(self) -> str | None:
+        """The Job's model, once a line or --model has set it."""
+        return self._ctx.model
+
+    @property
+    def endpoint(self) -> str | None:
+        return self._ctx.endpoint
+
+    def __iter__(self) -> Iterator[InputRequest]:
+        name, provider, ctx = str(self.path), self.provider, self._ctx
+        planner, content = self._planner, self._content
+        try:
+            for number, raw in _lines(self.path):
+                try:
+                    record = _parse(raw, number)
+                    custom_id = _custom_id(record)
+                    body = _vendor_body(record, ctx, number)
+                    canonical = canonical_json(body)
+                    assert ctx.endpoint is not None
+                    seq = content.count
+                    size = wire_line_bytes(provider, ctx.endpoint, len(canonical), seq)
+                    if not planner.fits(size):
+                        raise _Reject(
+                            f"request is {size:,} bytes on the wire, more than one batch may hold"
+                            f" ({planner.limits.byte_budget:,} bytes)"
+                        )
+                except _Reject as reject:
+                    raise InputError([LineError(name, number, reject.reason)]) from None
+                content.add(custom_id, canonical)
+                planner.add(size)
+                self._wire_bytes += size
+                yield InputRequest(seq, number, custom_id, body, size, canonical, planner.current)
+        except OSError as exc:
+            reason = f"cannot read: {exc.strerror or exc}"
+            raise InputError([LineError(name, None, reason)]) from None
+
+    def summary(self) -> InputSummary:
+        """What the pass read, once it has read the whole file."""
+        name, ctx = str(self.path), self._ctx
+        if not self._content.count:
+            reason = "no requests (the file is empty or only blank lines)"
+            raise InputError([LineError(name, None, reason)])
+        assert ctx.model is not None and ctx.endpoint is not None
+        return InputSummary(
+            path=name,
+            provider=self.provider,
+            model=ctx.model,
+            endpoint=ctx.endpoint,
+            count=self._content.count,
+            wire_bytes=self._wire_bytes,
+            fingerprint=self._content.hexdigest(
+                provider=self.provider, model=ctx.model, endpoint=ctx.endpoint
+            ),
+            shards=self._planner.shards(),
+        )

@@ -93,6 +93,8 @@ class ShardPlanner:
 
     def __init__(self, limits: Limits) -> None:
         self.limits = limits
+        self._budget = limits.byte_budget  # read per request: kept, not recomputed
+        self._most = limits.requests
         self._shards: list[Shard] = []
         self._start = 0
         self._count = 0
@@ -100,19 +102,17 @@ class ShardPlanner:
 
     def fits(self, size: int) -> bool:
         """Whether a request of `size` wire bytes fits in a batch at all."""
-        return 0 <= size <= self.limits.byte_budget
+        return 0 <= size <= self._budget
 
     def add(self, size: int) -> None:
         """Append the next request (seq = number added so far)."""
-        if not self.fits(size):
+        if not 0 <= size <= self._budget:
             seq = self._start + self._count
             raise ValueError(
                 f"request {seq} is {size:,} bytes on the wire,"
                 f" over the {self.limits.byte_budget:,}-byte batch budget"
             )
-        if self._count and (
-            self._count >= self.limits.requests or self._bytes + size > self.limits.byte_budget
-        ):
+        if self._count and (self._count >= self._most or self._bytes + size > self._budget):
             self._cut()
         self._count += 1
         self._bytes += size

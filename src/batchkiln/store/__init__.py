@@ -14,7 +14,8 @@ from batchkiln.store.batches import BatchRepository
 from batchkiln.store.capacity import CapacityBook
 from batchkiln.store.costs import CostBook, CostRow, EstimateRow, NewEstimate
 from batchkiln.store.database import open_database
-from batchkiln.store.jobs import KEY_RETENTION_SECONDS, JobRepository, NewBatch
+from batchkiln.store.drafts import NewBatch
+from batchkiln.store.jobs import KEY_RETENTION_SECONDS, JobRepository
 from batchkiln.store.ledger import ChildBatch, Closing, Ledger, OutcomeRules, StoredResult
 from batchkiln.store.listing import Listing
 from batchkiln.store.outbox import Outbox

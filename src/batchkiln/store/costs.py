@@ -18,7 +18,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 from batchkiln.clock import Clock
 from batchkiln.lifecycle import State
 from batchkiln.store.audit import append_event
-from batchkiln.store.database import insert_ignoring_duplicates
+from batchkiln.store.database import insert_ignoring_duplicates, reading
 from batchkiln.store.tables import batches, costs, estimates, requests
 
 _CHUNK = 1000
@@ -143,17 +143,28 @@ class CostBook:
             rows = (await conn.execute(query)).mappings().all()
         return [CostRow(**{k: row[k] for k in CostRow.__dataclass_fields__}) for row in rows]
 
-    async def spent(self, *, job_id: str | None = None, since: float | None = None) -> float:
-        """Recorded actual cost (batch prices) of a job, or of everything since a time."""
+    async def spent(
+        self,
+        *,
+        job_id: str | None = None,
+        since: float | None = None,
+        conn: AsyncConnection | None = None,
+    ) -> float:
+        """Recorded actual cost (batch prices) of a job, or of everything since a time
+        (`conn`: read in that transaction, see store.database.reading)."""
         query = select(func.coalesce(func.sum(costs.c.cost_usd), 0.0))
         if job_id is not None:
             query = query.where(costs.c.job_id == job_id)
         if since is not None:
             query = query.where(costs.c.recorded_at >= since)
-        return await self._scalar(query)
+        return await self._scalar(query, conn)
 
     async def live_exposure(
-        self, *, job_id: str | None = None, excluding_key: str | None = None
+        self,
+        *,
+        job_id: str | None = None,
+        excluding_key: str | None = None,
+        conn: AsyncConnection | None = None,
     ) -> float:
         """Estimated cost of the batches not done yet (their cost is not recorded)."""
         query = (
@@ -165,11 +176,11 @@ class CostBook:
             query = query.where(estimates.c.job_id == job_id)
         if excluding_key is not None:
             query = query.where(estimates.c.batch_key != excluding_key)
-        return await self._scalar(query)
+        return await self._scalar(query, conn)
 
-    async def _scalar(self, query: Select[Any]) -> float:
-        async with self._engine.connect() as conn:
-            return float((await conn.execute(query)).scalar_one())
+    async def _scalar(self, query: Select[Any], conn: AsyncConnection | None) -> float:
+        async with reading(self._engine, conn) as c:
+            return float((await c.execute(query)).scalar_one())
 
     async def bodies(self, job_id: str, seqs: Sequence[int]) -> AsyncIterator[bytes]:
         """The stored bodies of some of a job's requests, a chunk at a time."""

@@ -7,40 +7,34 @@ none, and a second caller with the same key gets the first caller's Job.
 
 from __future__ import annotations
 
-import asyncio
-import uuid
-from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
-from typing import Any, Protocol
+import bisect
+from collections.abc import Callable, Iterable
+from contextlib import AbstractAsyncContextManager
+from typing import Any, NamedTuple, Protocol
 
 import orjson
 from sqlalchemy import func, insert, select, update
-from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from batchkiln.clock import Clock
 from batchkiln.errors import NotFound
 from batchkiln.intake import KeyConflict
-from batchkiln.lifecycle import JobEvent, JobState, State
+from batchkiln.lifecycle import JobEvent, JobState
 from batchkiln.store.audit import append_event
-from batchkiln.store.bulk import insert_rows
-from batchkiln.store.costs import NewEstimate, write_estimates
+from batchkiln.store.database import reading
+from batchkiln.store.drafts import (
+    JobDraft,
+    JobEstimate,
+    KeyTaken,
+    NewBatch,
+    batch_values,
+    new_id,
+    open_draft,
+)
 from batchkiln.store.rows import JobRow, from_row
 from batchkiln.store.tables import batches, idempotency_keys, jobs, requests
-from batchkiln.store.transitions import BATCHES, JOBS, initial_state, move
+from batchkiln.store.transitions import JOBS, move
 
-_CHUNK = 2000
-_YIELD_EVERY = 128  # rows read between two turns given to the chunk being written
-
-
-def _exact(body: Any) -> bytes:
-    """`body` as JSON in a bytes object of its own size: orjson's answer keeps the
-    capacity of its write buffer (8 KB for a 1 KB body, measured with tracemalloc), which
-    made a 2,000-row chunk of ~1 KB bodies hold 16 MB. Copying it costs 0.3 us."""
-    return bytes(memoryview(orjson.dumps(body)))
-
-
-REQUEST_COLUMNS = ("job_id", "seq", "custom_id", "line", "body", "batch_id", "attempts")
 KEY_RETENTION_SECONDS = 30 * 86400  # published in the README; the reaper deletes after
 
 
@@ -55,27 +49,26 @@ class RequestLike(Protocol):
     def body(self) -> dict[str, Any]: ...
 
 
-@dataclass(frozen=True)
-class NewBatch:
-    key: str
-    tag: str
+class _Planned(NamedTuple):
+    seq: int
+    line: int
+    custom_id: str
+    canonical: bytes
     shard: int
-    start: int  # seq range [start, stop)
-    stop: int
-    wire_bytes: int
 
 
-@dataclass(frozen=True)
-class JobEstimate:
-    """The admitted estimate of a new Job, stored with it."""
+def _shards(new_batches: list[NewBatch]) -> Callable[[int], int]:
+    """seq -> the shard whose [start, stop) holds it (ValueError for none)."""
+    ordered = sorted(new_batches, key=lambda nb: nb.start)
+    starts = [nb.start for nb in ordered]
 
-    rows: Sequence[NewEstimate]
-    reason: str
-    data: dict[str, Any]
+    def shard_of(seq: int) -> int:
+        at = bisect.bisect_right(starts, seq) - 1
+        if at < 0 or seq >= ordered[at].stop:
+            raise ValueError(f"request {seq} is in no shard")
+        return ordered[at].shard
 
-
-def new_id(prefix: str) -> str:
-    return f"{prefix}_{uuid.uuid4().hex[:20]}"
+    return shard_of
 
 
 class JobRepository:
@@ -99,180 +92,85 @@ class JobRepository:
         worker: str | None = None,
         estimate: JobEstimate | None = None,
     ) -> tuple[JobRow, bool]:
-        """Store a new Job, or return the existing one for `key` (created=False).
+        """Store a new Job whose plan is known (its rows, shards and key), or return the
+        existing one for `key` (created=False). One transaction, by way of a draft (see
+        store/drafts.py, which `Kiln.submit` drives while it reads the file).
 
         Its estimate is written in the same transaction, so a Job never exists without
         the estimate its budget counts. Raises KeyConflict when `key` is already taken
-        by different content, and whatever `request_rows` raises (FileChanged) with
-        nothing stored."""
-        existing = await self._existing(key, fingerprint)
+        by different content, and whatever `request_rows` raises with nothing stored."""
+        existing = await self.existing(key, fingerprint)
         if existing is not None:
             return existing, False
-        now = self._clock.now()
-        job_id = new_id("job")
+        shard_of = _shards(new_batches)
+        planned = (
+            _Planned(r.seq, r.line, r.custom_id, orjson.dumps(r.body), shard_of(r.seq))
+            for r in request_rows
+        )
         try:
-            async with self._engine.begin() as conn:
-                await conn.execute(
-                    insert(idempotency_keys).values(
-                        key=key,
-                        scope="job",
-                        target_id=job_id,
-                        fingerprint=fingerprint,
-                        created_at=now,
-                    )
+            async with self.draft(
+                provider=provider, source=source, options=options, worker=worker
+            ) as d:
+                await d.write_requests(planned)
+                await d.finish(
+                    key=key,
+                    fingerprint=fingerprint,
+                    model=model,
+                    endpoint=endpoint,
+                    request_count=request_count,
+                    new_batches=new_batches,
+                    estimate=estimate,
                 )
-                await conn.execute(
-                    insert(jobs).values(
-                        id=job_id,
-                        key=key,
-                        fingerprint=fingerprint,
-                        provider=provider,
-                        model=model,
-                        endpoint=endpoint,
-                        source=source,
-                        request_count=request_count,
-                        options=options,
-                        **initial_state(JOBS),
-                        created_at=now,
-                        updated_at=now,
-                    )
-                )
-                batch_ids = await self._insert_batches(conn, job_id, new_batches, now, worker)
-                await self._insert_requests(conn, job_id, request_rows, new_batches, batch_ids)
-                await append_event(
-                    conn,
-                    at=now,
-                    kind="job.created",
-                    job_id=job_id,
-                    worker=worker,
-                    reason=f"{request_count} requests in {len(new_batches)} batch(es)",
-                    data={"key": key, "provider": provider, "model": model, "source": source},
-                )
-                if estimate is not None:
-                    await write_estimates(
-                        conn,
-                        job_id,
-                        estimate.rows,
-                        now=now,
-                        worker=worker,
-                        reason=estimate.reason,
-                        data=estimate.data,
-                    )
-        except IntegrityError:
+                job_id = d.job_id
+        except KeyTaken:
             # Lost the race for the key: the winner's Job is committed by now.
-            existing = await self._existing(key, fingerprint)
+            existing = await self.existing(key, fingerprint)
             if existing is None:
                 raise
             return existing, False
         return await self.get(job_id), True
 
-    async def _existing(self, key: str, fingerprint: str) -> JobRow | None:
+    def draft(
+        self, *, provider: str, source: str | None, options: dict[str, Any], worker: str | None
+    ) -> AbstractAsyncContextManager[JobDraft]:
+        """A Job written while its requests are read (see store/drafts.py)."""
+        return open_draft(
+            self._engine,
+            now=self._clock.now(),
+            provider=provider,
+            source=source,
+            options=options,
+            worker=worker,
+        )
+
+    async def key_taken(self, key: str) -> bool:
+        """Whether a Job's idempotency key row exists for `key`."""
         async with self._engine.connect() as conn:
-            row = (
-                (
-                    await conn.execute(
-                        select(idempotency_keys).where(
-                            idempotency_keys.c.key == key, idempotency_keys.c.scope == "job"
-                        )
-                    )
+            found = await conn.execute(
+                select(idempotency_keys.c.key).where(
+                    idempotency_keys.c.key == key, idempotency_keys.c.scope == "job"
                 )
-                .mappings()
-                .first()
             )
+            return found.first() is not None
+
+    async def existing(
+        self, key: str, fingerprint: str, *, conn: AsyncConnection | None = None
+    ) -> JobRow | None:
+        """The Job `key` names, None if none; KeyConflict if it holds other content.
+        `conn`: read in that transaction (a draft's: on SQLite every other connection
+        would wait behind its write lock)."""
+        query = (
+            select(jobs, idempotency_keys.c.fingerprint.label("key_fingerprint"))
+            .select_from(idempotency_keys.join(jobs, jobs.c.id == idempotency_keys.c.target_id))
+            .where(idempotency_keys.c.key == key, idempotency_keys.c.scope == "job")
+        )
+        async with reading(self._engine, conn) as c:
+            row = (await c.execute(query)).mappings().first()
         if row is None:
             return None
-        if row["fingerprint"] != fingerprint:
+        if row["key_fingerprint"] != fingerprint:
             raise KeyConflict(key)
-        return await self.get(row["target_id"])
-
-    async def _insert_batches(
-        self,
-        conn: AsyncConnection,
-        job_id: str,
-        new_batches: list[NewBatch],
-        now: float,
-        worker: str | None,
-    ) -> list[str]:
-        ids = []
-        for nb in new_batches:
-            batch_id = await insert_batch(
-                conn,
-                job_id=job_id,
-                parent_id=None,
-                key=nb.key,
-                tag=nb.tag,
-                shard=nb.shard,
-                attempt=1,
-                request_count=nb.stop - nb.start,
-                wire_bytes=nb.wire_bytes,
-                now=now,
-            )
-            ids.append(batch_id)
-            await append_event(
-                conn,
-                at=now,
-                kind="batch.created",
-                worker=worker,
-                job_id=job_id,
-                batch_id=batch_id,
-                to_state=State.NOT_SUBMITTED.value,
-                reason=f"shard {nb.shard}: {nb.stop - nb.start} requests, key derived",
-                data={"key": nb.key, "tag": nb.tag},
-            )
-        return ids
-
-    async def _insert_requests(
-        self,
-        conn: AsyncConnection,
-        job_id: str,
-        request_rows: Iterable[RequestLike],
-        new_batches: list[NewBatch],
-        batch_ids: list[str],
-    ) -> None:
-        """Every request row, a chunk at a time, by the dialect's fast path
-        (PostgreSQL COPY, SQLite one executemany), in the job's transaction.
-
-        On PostgreSQL a chunk's COPY runs while the next chunk is read (the server
-        works in its own process; the loop gives the COPY a turn every few rows), so at
-        most two chunks are held. On SQLite each chunk is written while the loop waits:
-        executemany needs the GIL back for every row, and beside this CPU-bound loop it
-        would crawl (see engine/ingest.py)."""
-        bounds = sorted(zip(new_batches, batch_ids, strict=True), key=lambda nb: nb[0].start)
-        overlap = conn.dialect.name == "postgresql"
-        shard = 0
-        chunk: list[tuple[Any, ...]] = []
-        writing: asyncio.Task[None] | None = None
-        try:
-            for r in request_rows:
-                seq = r.seq
-                while shard < len(bounds) and seq >= bounds[shard][0].stop:
-                    shard += 1
-                if shard == len(bounds) or seq < bounds[shard][0].start:
-                    raise ValueError(f"request {seq} is in no shard")
-                chunk.append(
-                    (job_id, seq, r.custom_id, r.line, _exact(r.body), bounds[shard][1], 0)
-                )
-                if writing is not None and not len(chunk) % _YIELD_EVERY:
-                    await asyncio.sleep(0)  # a turn for the chunk being written
-                if len(chunk) >= _CHUNK:
-                    if writing is not None:
-                        await writing
-                    write = insert_rows(conn, requests, REQUEST_COLUMNS, chunk)
-                    if overlap:
-                        writing = asyncio.create_task(write)
-                    else:
-                        await write
-                    chunk = []
-            if writing is not None:
-                await writing
-            await insert_rows(conn, requests, REQUEST_COLUMNS, chunk)
-        finally:
-            if writing is not None:
-                # the file failed (FileChanged) or changed under us: let the chunk in
-                # flight end before the transaction rolls back around it
-                await asyncio.wait([writing])
-                if not writing.cancelled():
-                    writing.exception()  # retrieved: the error raised is the first one
+        return from_row(JobRow, row)
 
     async def get(self, job_id_or_key: str) -> JobRow:
         """A Job by its id, else by its idempotency key: two explicit lookups, ids first
@@ -331,19 +229,10 @@ async def insert_batch(
     batch_id = new_id("bat")
     await conn.execute(
         insert(batches).values(
+            **batch_values(job_id, parent_id, key, tag, shard, attempt),
             id=batch_id,
-            job_id=job_id,
-            parent_id=parent_id,
-            key=key,
-            tag=tag,
-            shard=shard,
-            attempt=attempt,
-            **initial_state(BATCHES),
             request_count=request_count,
             wire_bytes=wire_bytes,
-            submit_attempts=0,
-            check_attempt=0,
-            vendor_calls=0,
             next_check_at=now,
             created_at=now,
             updated_at=now,

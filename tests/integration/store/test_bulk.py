@@ -86,3 +86,26 @@ async def test_a_table_without_blobs_packs_its_rows_alone(engine: AsyncEngine) -
         await insert_rows(conn, plain, ("id", "v"), [(1, "one"), (2, None)])
         rows = (await conn.execute(select(plain).order_by(plain.c.id))).all()
     assert [tuple(r) for r in rows] == [(1, "one"), (2, None)]
+
+
+async def test_a_new_sqlite_store_uses_16_kb_pages_and_checkpoints_every_64_mb(
+    tmp_path: Path,
+) -> None:
+    """New databases get 16 KB pages; one made with 4 KB pages keeps them, and both
+    checkpoint the WAL after 64 MB."""
+    import sqlite3
+
+    from batchkiln.clock import FakeClock
+    from batchkiln.store import Store
+
+    old = tmp_path / "old.db"
+    made = sqlite3.connect(old)
+    made.execute("CREATE TABLE t (x)")
+    made.close()
+    for path, page in ((tmp_path / "new.db", 16384), (old, 4096)):
+        store = await Store.open(f"sqlite:///{path}", clock=FakeClock())
+        async with store.engine.connect() as conn:
+            size = (await conn.exec_driver_sql("PRAGMA page_size")).scalar_one()
+            every = (await conn.exec_driver_sql("PRAGMA wal_autocheckpoint")).scalar_one()
+        await store.close()
+        assert (size, size * every) == (page, 64 << 20)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
@@ -54,6 +55,41 @@ async def test_vendor_lines_are_compressed_with_lz4_on_postgresql(store: Store) 
     await migrate(store.engine)
     async with store.engine.connect() as conn:
         assert set(dict((await conn.execute(query)).all()).values()) == {"l"}
+
+
+async def test_0011_drops_the_bulk_tables_row_foreign_keys_and_downgrades(store: Store) -> None:
+    """requests and results lose their per-row foreign keys and keep their rows; the
+    downgrade brings the keys back, on both databases."""
+    from alembic import command
+
+    from batchkiln.store.database import alembic_config, migrate
+
+    from .helpers import make_job
+
+    job = await make_job(store, n=5)
+
+    def keys(c: Any) -> set[str]:
+        found = inspect(c)
+        return {
+            f"{table}.{fk['constrained_columns'][0]}"
+            for table in ("requests", "results")
+            for fk in found.get_foreign_keys(table)
+        }
+
+    async with store.engine.connect() as conn:
+        assert await conn.run_sync(keys) == set()
+    async with store.engine.begin() as conn:
+        await conn.run_sync(lambda c: command.downgrade(alembic_config(c), "0010"))
+    async with store.engine.connect() as conn:
+        assert await conn.run_sync(keys) == {
+            "requests.job_id",
+            "requests.batch_id",
+            "results.batch_id",
+        }
+    await migrate(store.engine)
+    async with store.engine.connect() as conn:
+        assert await conn.run_sync(keys) == set()
+    assert (await store.ledger.job_counts(job.id)) == {"pending": 5}
 
 
 def test_stores_opened_at_once_in_threads_all_migrate(tmp_path: Path) -> None:
