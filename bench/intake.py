@@ -49,6 +49,7 @@ from batchkiln.engine.kiln import Kiln
 from batchkiln.store import Store, drafts
 
 CHUNK = 2000
+TARGET_MB = 200  # issue 13: "Intake of 200 MB: >= 1.0x the common pattern on each store"
 
 FLOOR_DDL = """
 CREATE TABLE floor_requests (
@@ -333,7 +334,10 @@ def report(results: dict[tuple[int, str], dict[str, Any]]) -> None:
             continue
         for mb, r in ours:
             ratio = results[(mb, "common")]["seconds"] / r["seconds"]
-            print(f"  intake {store} {mb} MB >= 1.0x common: {ratio:.2f}x {_met(ratio >= 1.0)}")
+            if mb == TARGET_MB:
+                print(f"  intake {store} {mb} MB >= 1.0x common: {ratio:.2f}x {_met(ratio >= 1.0)}")
+            else:  # the issue sets the speed target at 200 MB; the others show the trend
+                print(f"  (intake {store} {mb} MB: {ratio:.2f}x common, no target at this size)")
         if len(ours) > 1:
             small, large = ours[0][1]["peak_mb"], ours[-1][1]["peak_mb"]
             growth = (large - small) / max(small, 1e-9)

@@ -149,6 +149,34 @@ async def test_a_crash_while_writing_the_estimate_leaves_no_job_behind(
     assert len(await env.store.costs.estimates_for_job(job.id)) == 1
 
 
+async def test_a_crash_mid_stream_leaves_nothing_and_a_rerun_stores_every_row(
+    env: Env, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Killed after chunks were written: nothing is committed; the same command again
+    stores the whole Job, each request once."""
+    path = write_requests(env.tmp / "in.jsonl", 3 * CHUNK + 5)
+    real = drafts_module.insert_rows
+    calls: list[int] = []
+
+    async def dies_on_the_third_chunk(*args: Any, **kwargs: Any) -> None:
+        calls.append(1)
+        if len(calls) == 3:
+            raise ConnectionResetError("the process died")
+        await real(*args, **kwargs)
+
+    monkeypatch.setattr(drafts_module, "insert_rows", dies_on_the_third_chunk)
+    with pytest.raises(ConnectionResetError):
+        await env.kiln.submit(path, provider="openai", model=MODELS["openai"], key="k-crash")
+    assert await _nothing_stored(env)
+    monkeypatch.undo()
+    job = (
+        await env.kiln.submit(path, provider="openai", model=MODELS["openai"], key="k-crash")
+    ).job
+    assert job.request_count == 3 * CHUNK + 5
+    assert await _count(env, requests) == 3 * CHUNK + 5
+    assert await env.store.ledger.job_counts(job.id) == {"pending": 3 * CHUNK + 5}
+
+
 async def test_a_refused_budget_stores_nothing_and_audits_the_refusal(env: Env) -> None:
     """Over its budget the Job is rolled back after the whole read; the refusal is kept."""
     path = write_requests(env.tmp / "in.jsonl", CHUNK + 10)

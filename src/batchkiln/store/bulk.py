@@ -143,8 +143,20 @@ def _pack(rows: Sequence[Row], blobs: tuple[int, ...]) -> tuple[bytes, ...]:
     if not blobs:
         return (orjson.dumps(rows),)
     parts: list[bytes] = []
-    packed: list[list[Any]] = []
     offset = 1
+    if len(blobs) == 1:  # the common shape (a request body, a result line): no list copy
+        at = blobs[0]
+        flat: list[tuple[Any, ...]] = []
+        for row in rows:
+            blob = row[at]
+            if blob is None:
+                flat.append((*row[:at], None, None, *row[at + 1 :]))
+            else:
+                flat.append((*row[:at], offset, len(blob), *row[at + 1 :]))
+                parts.append(blob)
+                offset += len(blob)
+        return orjson.dumps(flat), b"".join(parts)
+    packed: list[list[Any]] = []
     for row in rows:
         values = list(row)
         for i in reversed(blobs):

@@ -109,3 +109,16 @@ async def test_a_new_sqlite_store_uses_16_kb_pages_and_checkpoints_every_64_mb(
             every = (await conn.exec_driver_sql("PRAGMA wal_autocheckpoint")).scalar_one()
         await store.close()
         assert (size, size * every) == (page, 64 << 20)
+
+
+async def test_a_single_blob_column_packs_nulls_and_bytes(engine: AsyncEngine) -> None:
+    """The one-blob fast path keeps NULL, empty and binary byte strings apart."""
+    one = Table(
+        "one", MetaData(), Column("id", Integer, primary_key=True), Column("b", LargeBinary)
+    )
+    rows = [(1, None), (2, b""), (3, b"\x00\xff"), (4, b"x" * 5000)]
+    async with engine.begin() as conn:
+        await conn.run_sync(one.metadata.create_all)
+        await insert_rows(conn, one, ("id", "b"), rows)
+        stored = (await conn.execute(select(one).order_by(one.c.id))).all()
+    assert [tuple(r) for r in stored] == rows
