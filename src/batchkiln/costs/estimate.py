@@ -157,7 +157,13 @@ class Estimator:
                 tokens += count(orjson.dumps(body[name]).decode())
         if self.endpoint in _NO_OUTPUT:
             return tokens, 0, True
-        cap = _output_cap(body)
+        # _output_cap with the common cases inlined: no max_completion_tokens, and a
+        # plain positive max_tokens (`type` is int: a bool is not a count)
+        cap = body.get("max_completion_tokens")
+        if cap is None:
+            cap = body.get("max_tokens")
+        if type(cap) is not int or cap < 1:
+            cap = _output_cap(body)
         n = body.get("n")
         choices = int(n) if n is not None and _is_count(n) else 1
         return tokens, (cap or DEFAULT_OUTPUT_CAP) * choices, cap is not None

@@ -39,8 +39,11 @@ async def insert_rows(
     rows: Sequence[Row],
     *,
     ignore_duplicates: bool = False,
+    consume: bool = False,
 ) -> None:
-    """Insert `rows` in the caller's transaction (fast path of the dialect)."""
+    """Insert `rows` in the caller's transaction (fast path of the dialect). `consume`
+    (SQLite): empty the `rows` list once packed, so its values are freed while SQLite
+    writes the packed copy (which SQLite copies once more to bind it)."""
     if not rows:
         return
     if conn.dialect.name == "postgresql":
@@ -50,7 +53,10 @@ async def insert_rows(
             await _copy(conn, table, columns, rows)
         return
     sql, blobs = _packed_insert(table, tuple(columns), ignore_duplicates)
-    await conn.exec_driver_sql(sql, _pack(rows, blobs))
+    packed = _pack(rows, blobs)
+    if consume and isinstance(rows, list):
+        rows.clear()
+    await conn.exec_driver_sql(sql, packed)
 
 
 async def copy_or_insert(

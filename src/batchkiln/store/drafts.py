@@ -44,7 +44,7 @@ from batchkiln.store.transitions import BATCHES, JOBS, initial_state
 # 2,000-row chunks, 2.64 s with 5,000 (bench/intake.py). The byte cap bounds memory for
 # big requests: at most two chunks are held.
 CHUNK = 5000
-CHUNK_BYTES = 6 << 20
+CHUNK_BYTES = 4 << 20
 _YIELD_EVERY = 128  # rows read between two turns given to the chunk being written
 REQUEST_COLUMNS = ("job_id", "seq", "custom_id", "line", "body", "batch_id", "attempts")
 
@@ -182,7 +182,7 @@ class JobDraft:
 
     async def _write(self, chunk: list[tuple[Any, ...]]) -> None:
         try:
-            await insert_rows(self._conn, requests, REQUEST_COLUMNS, chunk)
+            await insert_rows(self._conn, requests, REQUEST_COLUMNS, chunk, consume=True)
         except Exception as exc:
             if _unique_violation(exc):
                 raise RowsRefused(str(exc).splitlines()[0]) from exc
