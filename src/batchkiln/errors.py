@@ -3,7 +3,7 @@
     KilnError                    anything batchkiln raises on purpose
     ├── ConfigError              a setting (KILN_*, an SDK variable, an option) is invalid
     ├── InputError               a request file cannot be submitted (every bad line listed)
-    │   └── FileChanged          the file changed between the validating and the storing pass
+    │   └── FileChanged          the file changed between two reads of one command
     ├── InvalidKey               an idempotency key that is not 1-255 printable ASCII
     ├── KeyConflict              an idempotency key first used with different content
     ├── BudgetExceeded           a submission or retry refused by a budget, before any call
@@ -77,9 +77,10 @@ class InputError(KilnError, ValueError):
 
 
 class FileChanged(InputError):
-    """The request file changed between the pass that validated it and the pass that
-    stored it: nothing was stored; run the command again on a file that is not being
-    written."""
+    """The request file changed between two reads of one command (a line that stopped
+    the storing read was valid when the report read it, or `iter_requests` found other
+    content than was validated): nothing was stored; run the command again on a file
+    that is not being written."""
 
     kind = "file_changed"
 

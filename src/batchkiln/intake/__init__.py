@@ -22,15 +22,17 @@ from batchkiln.intake.keys import (
     fingerprint,
     job_key,
 )
-from batchkiln.intake.reader import (
+from batchkiln.intake.lines import (
     ANTHROPIC_ENDPOINT,
     DEFAULT_OPENAI_ENDPOINT,
     GEMINI_ENDPOINT,
     MAX_CUSTOM_ID,
     OPENAI_ENDPOINTS,
+    Provider,
+)
+from batchkiln.intake.reader import (
     InputRequest,
     InputSummary,
-    Provider,
     RequestPass,
     iter_requests,
     validate_file,
