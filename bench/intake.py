@@ -23,8 +23,10 @@ case in a fresh subprocess (so the RSS high-water mark is the case's own):
                (phases: `stream` until the last request row is written, `close` the
                rest, the commit and SQLite's checkpoint included)
 
-Peak memory is the RSS high-water mark above the RSS at the start of the measured work
-(see bench/ingest.py). Prints the targets and whether each is met; asserts nothing.
+Every case runs `--repeat` times (3), in rounds that interleave the cases; the table shows
+the median run of each (all run times are listed under it) and the highest peak. Peak
+memory is the RSS high-water mark above the RSS at the start of the measured work (see
+bench/ingest.py). Prints the targets and whether each is met; asserts nothing.
 """
 
 from __future__ import annotations
@@ -273,6 +275,9 @@ def main() -> None:
     parser.add_argument("--mb", default="50,100,200", help="file sizes in MB")
     parser.add_argument("--prompt-bytes", type=int, default=1000)
     parser.add_argument("--no-postgres", action="store_true")
+    parser.add_argument(
+        "--repeat", type=int, default=3, help="runs of every case (the median run is shown)"
+    )
     parser.add_argument("--child", help=argparse.SUPPRESS)
     parser.add_argument("--file", help=argparse.SUPPRESS)
     parser.add_argument("--db", default="", help=argparse.SUPPRESS)
@@ -288,14 +293,30 @@ def main() -> None:
             path = work / f"requests-{mb}.jsonl"
             print(f"# {mb} MB: writing the request file ...", file=sys.stderr)
             count = make_file(path, mb, args.prompt_bytes)
-            for case in CASES:
-                print(f"# {mb} MB ({count:,} requests): {case} ...", file=sys.stderr)
-                measured = measure(case, path, work, not args.no_postgres)
-                if measured is not None:
-                    measured["mb"] = path.stat().st_size / MB
-                    results[(mb, case)] = measured
+            runs: dict[str, list[dict[str, Any]]] = {}
+            for round_ in range(1, args.repeat + 1):  # rounds interleave the cases, so
+                for case in CASES:  # the machine's noise falls on all of them alike
+                    print(
+                        f"# {mb} MB ({count:,} requests), round {round_}: {case} ...",
+                        file=sys.stderr,
+                    )
+                    measured = measure(case, path, work, not args.no_postgres)
+                    if measured is not None:
+                        runs.setdefault(case, []).append(measured)
+            for case, measured_runs in runs.items():
+                results[(mb, case)] = _median_run(measured_runs, path.stat().st_size / MB)
             path.unlink()
     report(results)
+
+
+def _median_run(runs: list[dict[str, Any]], mb: float) -> dict[str, Any]:
+    """The run with the median time (its phases), with the highest peak of all runs."""
+    ordered = sorted(runs, key=lambda r: r["seconds"])
+    median = dict(ordered[len(ordered) // 2])
+    median["mb"] = mb
+    median["peak_mb"] = max(r["peak_mb"] for r in runs)
+    median["all_seconds"] = [r["seconds"] for r in runs]
+    return median
 
 
 def report(results: dict[tuple[int, str], dict[str, Any]]) -> None:
@@ -322,9 +343,12 @@ def report(results: dict[tuple[int, str], dict[str, Any]]) -> None:
                 f" {parse['seconds'] / r['seconds']:>8.0%}"
                 f" {common['seconds'] / r['seconds']:>9.2f}x {vs_floor} {r['peak_mb']:>8.1f}"
             )
+            runs = ", ".join(f"{t:.2f}" for t in r["all_seconds"])
             if case.startswith("ours"):
                 phases = ", ".join(f"{k} {v:.2f}s" for k, v in r["phases"].items())
-                print(f"{'':>16}   {phases}")
+                print(f"{'':>16}   {phases}; runs {runs} s")
+            elif len(r["all_seconds"]) > 1:
+                print(f"{'':>16}   runs {runs} s")
     print("\ntargets")
     for store in ("sqlite", "postgres"):
         ours = [
