@@ -296,12 +296,14 @@ class Ledger:
     async def seqs_of(self, batch_id: str) -> AsyncIterator[list[int]]:
         """The seqs of every request the batch carries, in order, streamed (no bodies) a
         chunk at a time: one hop to the driver per chunk, not per row (a row at a time
-        took 1 s of a 50,000-request ingest)."""
+        took 1 s of a 50,000-request ingest). Chunks of 2,000, not 10,000: the larger
+        ones left ~1 MB more resident from 25,000 to 100,000 requests (PostgreSQL peak
+        RSS of the whole ingest +10 %, now +4 %), at no cost in time we could see."""
         query = (
             select(requests.c.seq)
             .where(requests.c.batch_id == batch_id)
             .order_by(requests.c.seq)
-            .execution_options(yield_per=_CHUNK * 10)
+            .execution_options(yield_per=_CHUNK * 2)
         )
         async with self._engine.connect() as conn:
             stream = await conn.stream(query)
