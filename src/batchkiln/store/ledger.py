@@ -314,7 +314,8 @@ class Ledger:
         """Insert result rows (tuples in RESULT_COLUMNS order, or mappings by column
         name) in one transaction; a row already stored for (batch, seq) is kept as it
         was."""
-        tuples = [_as_result_tuple(r) if isinstance(r, Mapping) else r for r in rows]
+        # tuple first: a C check, where Mapping is an ABC's (~1 us a row on the hot path)
+        tuples = [r if isinstance(r, tuple) else _as_result_tuple(r) for r in rows]
         at = RESULT_COLUMNS.index("batch_id")
         leased = {str(r[at]) for r in tuples}
         if self._engine.dialect.name == "sqlite" and len(leased) == 1:
