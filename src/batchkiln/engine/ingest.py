@@ -90,6 +90,18 @@ class SeqSet:
             self._bits.extend(bytes(index - len(self._bits) + 1))
         self._bits[index] |= 1 << (offset & 7)
 
+    @classmethod
+    def span(cls, low: int, high: int) -> SeqSet:
+        """Every seq from `low` to `high` (none if high < low), without adding each."""
+        made = cls()
+        n = high - low + 1
+        if n > 0:
+            made._base = low
+            made._bits = bytearray(b"\xff" * (n >> 3))
+            if n & 7:
+                made._bits.append((1 << (n & 7)) - 1)
+        return made
+
     def __contains__(self, seq: object) -> bool:
         if self._base is None or not isinstance(seq, int):
             return False
@@ -170,11 +182,14 @@ class Ingestor:
                 reason=f"the results of {batch.vendor_id} carry our tag: the batch is ours",
             )
             batch = await self.store.batches.get(batch.id)
-        carried, carried_count = SeqSet(), 0
-        async for seqs in self.store.ledger.seqs_of(batch.id):
-            carried_count += len(seqs)
-            for seq in seqs:
-                carried.add(seq)
+        low, high, carried_count = await self.store.ledger.seq_span(batch.id)
+        if high - low + 1 == carried_count:  # no gap (a shard's first batch): none to read
+            carried = SeqSet.span(low, high)
+        else:  # a retry child carries scattered seqs: read them (100,000: ~0.3 s)
+            carried = SeqSet()
+            async for seqs in self.store.ledger.seqs_of(batch.id):
+                for seq in seqs:
+                    carried.add(seq)
         # the closing transaction, opened now: see store.staging
         async with self.store.ledger.stage(batch) as stage:
             if batch.vendor_id is not None:

@@ -293,6 +293,20 @@ class Ledger:
             )
             return [(r.seq, r.body) for r in rows]
 
+    async def seq_span(self, batch_id: str) -> tuple[int, int, int]:
+        """The lowest and highest seq the batch carries, and how many it carries
+        ((0, -1, 0) for none): when high - low + 1 is the count, they are every seq
+        between, and need not be read one by one (`seqs_of`)."""
+        async with self._engine.connect() as conn:
+            low, high, count = (
+                await conn.execute(
+                    select(func.min(requests.c.seq), func.max(requests.c.seq), func.count()).where(
+                        requests.c.batch_id == batch_id
+                    )
+                )
+            ).one()
+        return (0, -1, 0) if not count else (int(low), int(high), int(count))
+
     async def seqs_of(self, batch_id: str) -> AsyncIterator[list[int]]:
         """The seqs of every request the batch carries, in order, streamed (no bodies) a
         chunk at a time: one hop to the driver per chunk, not per row (a row at a time
