@@ -6,7 +6,9 @@ position. Storing is idempotent (one row per batch and request), so a crash
 mid-download followed by a restart gives the same rows. A foreign or duplicate
 id is reported in the audit log and ignored; a request with no result line gets
 an explicit outcome. Closing applies every outcome, the retry child, the cost
-and the key archive in one transaction (see store.ledger).
+and the key archive in one transaction (see store.ledger); on PostgreSQL that
+transaction is opened with the download, and the succeeded outcomes go into it
+chunk by chunk, invisible until it commits (see store.staging).
 
 Memory does not grow with the batch: result rows go to the store a chunk at a
 time, the carried and seen seqs are bitmaps (one bit a request), and the plan is

@@ -14,7 +14,9 @@ Outcomes are set-based: the engine decides what each *shape* of stored result
 table (`OutcomeRules`), and the store applies it with a few UPDATEs over the
 batch's rows (see `_apply_outcomes`) and moves the retry set with one more. Work
 and memory do not depend on holding the batch's seqs in Python; each statement is
-O(N) in the database, and the big group (usually "succeeded") needs no join.
+O(N) in the database, and the big group (usually "succeeded") needs no join. On
+PostgreSQL that big group is given its outcome before the close, in the close's own
+transaction opened with the download (store.staging); the close counts it as done.
 
 PostgreSQL plans, right after the bulk insert of the results, when statistics are
 stale: we chose a query shape that does not need them over an ANALYZE. The one
