@@ -26,3 +26,13 @@ def test_the_bitmap_spans_the_seqs_not_their_values() -> None:
         seqs.add(n)
     assert len(seqs._bits) <= 100_000 // 8 + 1
     assert 3_000_000 in seqs and 3_099_999 in seqs and 3_100_000 not in seqs
+
+
+def test_a_span_holds_every_seq_between_its_ends_and_no_other() -> None:
+    """A span built at once equals the same seqs added one by one, at any length."""
+    for low, high in ((5, 4), (7, 7), (3, 10), (3, 11), (1_000, 2_345)):
+        made, added = SeqSet.span(low, high), SeqSet()
+        for n in range(low, high + 1):
+            added.add(n)
+        assert all((n in made) == (n in added) for n in range(low - 20, high + 20))
+        assert all(made.take(n) for n in range(low, high + 1)) and not made.take(high + 1)

@@ -6,7 +6,9 @@ position. Storing is idempotent (one row per batch and request), so a crash
 mid-download followed by a restart gives the same rows. A foreign or duplicate
 id is reported in the audit log and ignored; a request with no result line gets
 an explicit outcome. Closing applies every outcome, the retry child, the cost
-and the key archive in one transaction (see store.ledger).
+and the key archive in one transaction (see store.ledger); on PostgreSQL that
+transaction is opened with the download, and the succeeded outcomes go into it
+chunk by chunk, invisible until it commits (see store.staging).
 
 Memory does not grow with the batch: result rows go to the store a chunk at a
 time, the carried and seen seqs are bitmaps (one bit a request), and the plan is
@@ -59,8 +61,9 @@ from batchkiln.store.ledger import (
     ResultShape,
     ResultTally,
 )
+from batchkiln.store.staging import Stage
 
-_FLUSH = 2000  # result rows a transaction (~4 MB of 2 KB lines)
+_FLUSH = 2000  # result rows a transaction (~4 MB of 2 KB lines); half that on SQLite
 _YIELD_EVERY = 128  # lines parsed between two turns given to the chunk being written
 SHAPES: list[ResultShape] = [MISSING] + [
     (o.value, f) for o in Outcome for f in (None, *(c.value for c in FailureClass))
@@ -88,6 +91,18 @@ class SeqSet:
         if index >= len(self._bits):
             self._bits.extend(bytes(index - len(self._bits) + 1))
         self._bits[index] |= 1 << (offset & 7)
+
+    @classmethod
+    def span(cls, low: int, high: int) -> SeqSet:
+        """Every seq from `low` to `high` (none if high < low), without adding each."""
+        made = cls()
+        n = high - low + 1
+        if n > 0:
+            made._base = low
+            made._bits = bytearray(b"\xff" * (n >> 3))
+            if n & 7:
+                made._bits.append((1 << (n & 7)) - 1)
+        return made
 
     def __contains__(self, seq: object) -> bool:
         if self._base is None or not isinstance(seq, int):
@@ -169,38 +184,47 @@ class Ingestor:
                 reason=f"the results of {batch.vendor_id} carry our tag: the batch is ours",
             )
             batch = await self.store.batches.get(batch.id)
-        carried, carried_count = SeqSet(), 0
-        async for seqs in self.store.ledger.seqs_of(batch.id):
-            carried_count += len(seqs)
-            for seq in seqs:
-                carried.add(seq)
-        if batch.vendor_id is not None:
-            if vendor is None or vendor.state not in ENDED_AT_VENDOR:
-                vendor = await provider.retrieve(batch.vendor_id)  # the one retrieve
-            if vendor.errors:  # a failed batch's reasons are kept, whatever the line shapes
-                errors = [
-                    {"code": e.code, "message": e.message, "line": e.line} for e in vendor.errors
-                ]
-                await self.store.batches.update(
-                    batch.id,
-                    error={
-                        "code": errors[0]["code"],
-                        "message": errors[0]["message"],
-                        "errors": errors,
-                    },
-                )
-                batch = await self.store.batches.get(batch.id)
-                if self.capacity is not None and transient_code(batch.error):
-                    await self.capacity.learn(job, batch, str(errors[0]["message"]))
-            counted = ResultTally(carried_count)
-            stats = await self._download(batch, provider.results(vendor), carried, counted)
-            tally: ResultTally | None = counted
-        else:
-            vendor, tally = None, None
-            stats = {"lines": 0, "foreign": 0, "duplicate": 0}
-        closing = await self._plan(job, batch, ended_as, provider.name, tally)
-        closing.summary.update(stats)
-        child_id = await self.store.ledger.close_batch(batch, closing, worker=self.worker)
+        low, high, carried_count = await self.store.ledger.seq_span(batch.id)
+        if high - low + 1 == carried_count:  # no gap (a shard's first batch): none to read
+            carried = SeqSet.span(low, high)
+        else:  # a retry child carries scattered seqs: read them (100,000: ~0.3 s)
+            carried = SeqSet()
+            async for seqs in self.store.ledger.seqs_of(batch.id):
+                for seq in seqs:
+                    carried.add(seq)
+        # the closing transaction, opened now: see store.staging
+        async with self.store.ledger.stage(batch) as stage:
+            if batch.vendor_id is not None:
+                if vendor is None or vendor.state not in ENDED_AT_VENDOR:
+                    vendor = await provider.retrieve(batch.vendor_id)  # the one retrieve
+                if vendor.errors:  # a failed batch's reasons are kept, whatever the line shapes
+                    errors = [
+                        {"code": e.code, "message": e.message, "line": e.line}
+                        for e in vendor.errors
+                    ]
+                    await self.store.batches.update(
+                        batch.id,
+                        error={
+                            "code": errors[0]["code"],
+                            "message": errors[0]["message"],
+                            "errors": errors,
+                        },
+                    )
+                    batch = await self.store.batches.get(batch.id)
+                    if self.capacity is not None and transient_code(batch.error):
+                        await self.capacity.learn(job, batch, str(errors[0]["message"]))
+                counted = ResultTally(carried_count)
+                lines = provider.results(vendor)
+                stats = await self._download(batch, lines, carried, counted, stage)
+                tally: ResultTally | None = counted
+            else:
+                vendor, tally = None, None
+                stats = {"lines": 0, "foreign": 0, "duplicate": 0}
+            closing = await self._plan(job, batch, ended_as, provider.name, tally)
+            closing.summary.update(stats)
+            child_id = await self.store.ledger.close_batch(
+                batch, closing, worker=self.worker, stage=stage
+            )
         await delete_vendor_files(self.store, provider, job, batch, vendor, worker=self.worker)
         return StepResult(None, "done" + (f"; retry batch {child_id}" if child_id else ""))
 
@@ -267,27 +291,32 @@ class Ingestor:
         lines: AsyncIterable[ResultLine],
         carried: SeqSet,
         tally: ResultTally,
+        stage: Stage,
     ) -> dict[str, int]:
         """Store every line of this batch, a chunk a transaction, counting each row
-        into `tally`. At most two chunks are held: on PostgreSQL one is written while
-        the next is parsed (below)."""
+        into `tally`, and giving the succeeded ones their outcome in `stage` (the
+        closing transaction, uncommitted). At most two chunks are held: one is written
+        while the next is parsed (below)."""
         waiting = carried.copy()  # carried seqs with no line yet: a bit each
-        # A task only runs when this loop yields, and a source read from memory or a
-        # fast socket may never: on PostgreSQL (the server works in its own process)
-        # each round trip of the chunk being written gets a turn every few lines, so
-        # the write overlaps this parsing (50,000 lines: stream 1.9 s instead of 2.5 s).
-        # Not on SQLite: its executemany needs the GIL back for every row, so a write
-        # started beside this CPU-bound loop crawls (2.6 s instead of 2.4 s); there the
-        # chunk is written while the loop waits for it.
-        overlap = self.store.dialect == "postgresql"
+        # One chunk is written while the next is parsed, on both stores: PostgreSQL works
+        # in its own process, and SQLite's one statement a chunk (`store_results`) runs
+        # with the GIL released in the driver's thread. A task only runs when this loop
+        # yields, and a source read from memory or a fast socket may never, so the chunk
+        # being written gets a turn every few lines (each of its driver calls needs one).
+        # SQLite holds a chunk three times while it writes it (the rows, the packed blob,
+        # the driver's bound copy), so its chunks are half the size: 50,000 lines peaked
+        # at 29 MB with 2,000 rows, 16 MB with 1,000, in the same time. PostgreSQL keeps
+        # 2,000: its COPY and staging cost a round trip each a chunk (1,000: ~10 % slower).
+        flush = _FLUSH if self.store.dialect == "postgresql" else max(1, _FLUSH // 2)
         rows: list[tuple[Any, ...]] = []
+        ok: list[int] = []  # the seqs in `rows` whose result succeeded
         stats: Counter[str] = Counter()
         count = 0
         writing: asyncio.Task[None] | None = None
         try:
             async for line in lines:
                 count += 1
-                if overlap and writing is not None and not count % _YIELD_EVERY:
+                if writing is not None and not count % _YIELD_EVERY:
                     await asyncio.sleep(0)  # a turn for the chunk being written
                 parsed = parse_wire_id(line.wire_id)
                 if parsed is None or parsed[0] != batch.tag or not waiting.take(parsed[1]):
@@ -304,14 +333,16 @@ class Ingestor:
                 row = _result_row(batch, seq, line)
                 tally.add(row)
                 rows.append(row)
-                if len(rows) >= _FLUSH:
+                if line.outcome is Outcome.SUCCEEDED:
+                    ok.append(seq)
+                if len(rows) >= flush:
                     if writing is not None:
                         await writing
-                    writing = asyncio.create_task(self.store.ledger.store_results(rows))
-                    rows = []
+                    writing = asyncio.create_task(self._write(rows, ok, stage))
+                    rows, ok = [], []
             if writing is not None:
                 await writing
-            await self.store.ledger.store_results(rows)
+            await self._write(rows, ok, stage)
             stats["lines"] = count
         finally:
             if writing is not None:
@@ -321,6 +352,18 @@ class Ingestor:
                 if not writing.cancelled():
                     writing.exception()  # retrieved: the error raised is the first one
         return dict(stats)
+
+    async def _write(self, rows: list[tuple[Any, ...]], ok: list[int], stage: Stage) -> None:
+        """One chunk: its result rows in a transaction of their own and, at the same
+        time on another connection, its succeeded requests' outcome in the closing
+        transaction (uncommitted until the close). Both are waited for, and then the
+        first error is raised: nothing is left running behind the caller."""
+        done = await asyncio.gather(
+            self.store.ledger.store_results(rows), stage.succeeded(ok), return_exceptions=True
+        )
+        for outcome in done:
+            if isinstance(outcome, BaseException):
+                raise outcome
 
     async def _report(self, batch: BatchRow, kind: str, line: ResultLine, why: str) -> None:
         await self.store.audit.record(

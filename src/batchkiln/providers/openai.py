@@ -132,11 +132,14 @@ def usage_of(body: Mapping[str, Any]) -> Usage:
             cached_input_tokens=_int(details.get("cached_tokens")),
             output_tokens=_int(usage.get("output_tokens")),
         )
-    details = _map(usage.get("prompt_tokens_details"))  # chat, completions, embeddings
+    # chat, completions, embeddings: once per result line, so the checks are inline
+    prompt_details = usage.get("prompt_tokens_details")
+    cached = prompt_details.get("cached_tokens") if isinstance(prompt_details, dict) else 0
+    prompt, completion = usage.get("prompt_tokens"), usage.get("completion_tokens")
     return Usage(
-        input_tokens=_int(usage.get("prompt_tokens")),
-        cached_input_tokens=_int(details.get("cached_tokens")),
-        output_tokens=_int(usage.get("completion_tokens")),
+        prompt if isinstance(prompt, int) else 0,
+        cached if isinstance(cached, int) else 0,
+        completion if isinstance(completion, int) else 0,
     )
 
 

@@ -3,13 +3,16 @@
 from __future__ import annotations
 
 import asyncio
+from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
 from sqlalchemy import func, insert, select
 from sqlalchemy.exc import IntegrityError
 
+from batchkiln.engine import ingest as ingest_module
 from batchkiln.lifecycle import State
+from batchkiln.providers.base import ResultLine, VendorBatch
 from batchkiln.simulator import Faults
 from batchkiln.store import StaleTransition
 from batchkiln.store import ledger as ledger_module
@@ -105,6 +108,57 @@ async def test_a_crash_inside_the_closing_transaction_then_a_retried_ingest_coun
     assert await cost_rows(env, job.id) == []  # rolled back with the rest of the close
     env.clock.advance(env.kiln.lease_seconds + 1)  # the crashed worker's lease runs out
     await env.kiln.run_until_done(job.id)
+    assert len(await cost_rows(env, job.id)) == 1
+    assert await recorded_events(env, job.id) == 1
+
+
+async def stored_lines(env: Env, batch_id: str) -> dict[int, bytes]:
+    async with env.store.engine.connect() as conn:
+        rows = await conn.execute(
+            select(results.c.seq, results.c.raw).where(results.c.batch_id == batch_id)
+        )
+        return {int(seq): bytes(raw) for seq, raw in rows}
+
+
+@pytest.mark.parametrize("vendor", VENDORS)
+async def test_a_crash_mid_download_with_a_chunk_in_flight_then_a_restart_stores_each_row_once(
+    env: Env, vendor: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Small chunks written while the next is parsed; the stream dies at line 8 with a
+    chunk in flight: what was stored stays as it was, and the restarted ingest gives one
+    result row a request, one outcome each and one cost."""
+    monkeypatch.setattr(ingest_module, "_FLUSH", 4)  # chunks of 4 (PostgreSQL), 2 (SQLite)
+    monkeypatch.setattr(ingest_module, "_YIELD_EVERY", 1)
+    path = write_requests(env.tmp / "in.jsonl", 10, vendor=vendor)
+    job = (await env.kiln.submit(path, provider=vendor, model=MODELS[vendor])).job
+    await run_to_ended(env, job.id)
+    provider = env.kiln.provider(vendor)
+    real = provider.results
+
+    async def dying(batch: VendorBatch) -> AsyncIterator[ResultLine]:
+        count = 0
+        async for line in real(batch):
+            count += 1
+            if count == 8:
+                raise Killed("worker killed mid-download")
+            yield line
+
+    monkeypatch.setattr(provider, "results", dying)
+    with pytest.raises(Killed, match="mid-download"):
+        await env.kiln.run_once(job_id=job.id)
+    (batch,) = await env.store.batches.for_job(job.id)
+    assert batch.state == State.DOWNLOADING
+    before = await stored_lines(env, batch.id)
+    chunk = 4 if env.store.dialect == "postgresql" else 2
+    assert len(before) == 7 // chunk * chunk  # every full chunk, the one in flight included
+    assert await env.store.ledger.job_counts(job.id) == {"pending": 10}
+    monkeypatch.setattr(provider, "results", real)
+    env.clock.advance(env.kiln.lease_seconds + 1)  # the crashed worker's lease runs out
+    await env.kiln.run_until_done(job.id)
+    after = await stored_lines(env, batch.id)
+    assert len(after) == 10 and {s: after[s] for s in before} == before
+    counts = await env.store.ledger.job_counts(job.id)
+    assert sum(counts.values()) == 10 and "pending" not in counts
     assert len(await cost_rows(env, job.id)) == 1
     assert await recorded_events(env, job.id) == 1
 

@@ -450,6 +450,14 @@ async def test_jsonl_lines_across_chunks() -> None:
     assert got == [b'{"a":1}', b'{"b":2}', b'{"c":3}']
 
 
+async def test_jsonl_lines_a_line_over_several_chunks_and_a_chunk_of_many_lines() -> None:
+    """A line spread over chunks with no line end in them comes out whole; a chunk
+    holding many lines, a CR before its last newline and a blank line gives each line."""
+    parts = (b'{"long":"', b"x" * 10, b"y" * 10, b'"}\n{"d":4}\n   \n{"e":5}\r\n{"f"', b":6}\r")
+    got = [x async for x in jsonl_lines(_chunks(*parts))]
+    assert got == [b'{"long":"' + b"x" * 10 + b"y" * 10 + b'"}', b'{"d":4}', b'{"e":5}', b'{"f":6}']
+
+
 def _vb(vid: str, created: float) -> VendorBatch:
     return VendorBatch(
         vendor_id=vid,

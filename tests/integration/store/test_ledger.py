@@ -5,12 +5,14 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
+from sqlalchemy import update
 
-from batchkiln.errors import StaleTransition
+from batchkiln.errors import LeaseLost, StaleTransition
 from batchkiln.lifecycle import Event, State
 from batchkiln.store import BatchRow, ChildBatch, Closing, OutcomeRules, Store
+from batchkiln.store.leases import guarded_by
 from batchkiln.store.ledger import MISSING, RETRY, WAIT
-from batchkiln.store.tables import requests
+from batchkiln.store.tables import batches, requests
 
 from .helpers import make_job
 
@@ -127,6 +129,46 @@ async def test_a_close_that_would_move_the_wrong_retry_set_applies_nothing(store
     assert {r["outcome"] for r in (await rows_of(store, batch.job_id)).values()} == {None}
 
 
+async def test_staged_outcomes_show_only_once_the_close_commits(store: Store) -> None:
+    """Succeeded outcomes staged as the results come in (the closing transaction, opened
+    early on PostgreSQL) show nowhere until the close commits; then every request has
+    the outcome, attempt and result batch the close gives."""
+    batch = await downloading(store, 3)
+    stored = [result(batch, 0, "succeeded"), result(batch, 1, "succeeded")]
+    await store.ledger.store_results([*stored, result(batch, 2, "errored", "permanent")])
+    rules = await rules_for(store, batch)
+    async with store.ledger.stage(batch) as stage:
+        await stage.succeeded([0, 1])
+        assert stage.count == (2 if store.dialect == "postgresql" else 0)
+        assert await store.ledger.job_counts(batch.job_id) == {"pending": 3}
+        await store.ledger.close_batch(batch, Closing(rules=rules), worker="w", stage=stage)
+    rows = await rows_of(store, batch.job_id)
+    assert [rows[s]["outcome"] for s in range(3)] == ["succeeded", "succeeded", "failed"]
+    assert all(r["attempts"] == 1 and r["result_batch_id"] == batch.id for r in rows.values())
+    assert rows[2]["last_error"] == {"code": "code-2", "message": "message 2", "outcome": "errored"}
+
+
+async def test_a_refused_close_rolls_its_staged_outcomes_back(store: Store) -> None:
+    """A close refused after staging (its retry set is off the plan) leaves no request
+    with an outcome; the next ingest stages and closes them once."""
+    batch = await downloading(store, 3)
+    await store.ledger.store_results([result(batch, 0, "succeeded"), result(batch, 1, "succeeded")])
+    wrong = ChildBatch(f"{batch.key}:retry", "tchild04", attempt=2, requests=5, wire_bytes=1)
+    async with store.ledger.stage(batch) as stage:
+        await stage.succeeded([0, 1])
+        closing = Closing(rules=await rules_for(store, batch), child=wrong)
+        with pytest.raises(RuntimeError, match="1 request"):
+            await store.ledger.close_batch(batch, closing, worker="w", stage=stage)
+    assert await store.ledger.job_counts(batch.job_id) == {"pending": 3}
+    assert (await store.batches.get(batch.id)).state == State.DOWNLOADING
+    child = ChildBatch(f"{batch.key}:retry", "tchild05", attempt=2, requests=1, wire_bytes=1)
+    async with store.ledger.stage(batch) as stage:
+        await stage.succeeded([0, 1])
+        closing = Closing(rules=await rules_for(store, batch), child=child)
+        await store.ledger.close_batch(batch, closing, worker="w", stage=stage)
+    assert await store.ledger.job_counts(batch.job_id) == {"succeeded": 2, "pending": 1}
+
+
 async def test_a_second_close_is_stale_and_changes_nothing(store: Store) -> None:
     """Closing twice raises StaleTransition; outcomes are applied once."""
     batch = await downloading(store, 2)
@@ -148,6 +190,24 @@ async def test_storing_results_again_keeps_the_first_rows(store: Store) -> None:
     stored = {r.seq: r.outcome for r in await store.ledger.results_of(batch.id)}
     assert stored == {0: "succeeded", 1: "succeeded", 2: "errored", 3: "errored"}
     assert [s async for part in store.ledger.seqs_of(batch.id) for s in part] == [0, 1, 2, 3]
+
+
+async def test_results_are_stored_only_under_the_batchs_lease(store: Store) -> None:
+    """Inside a leased step, results of a batch leased to another worker raise LeaseLost
+    and store nothing; under its own lease, a chunk met again (a restart) keeps the rows
+    first stored and raises nothing."""
+    batch = await downloading(store, 3)
+    async with store.engine.begin() as conn:
+        await conn.execute(update(batches).where(batches.c.id == batch.id).values(lease_owner="w1"))
+    with guarded_by("w2"), pytest.raises(LeaseLost):
+        await store.ledger.store_results([result(batch, 0, "succeeded")])
+    assert await store.ledger.results_of(batch.id) == []
+    with guarded_by("w1"):
+        await store.ledger.store_results([result(batch, 0, "succeeded")])
+        await store.ledger.store_results([result(batch, 0, "errored"), result(batch, 1, "errored")])
+        await store.ledger.store_results([result(batch, 0, "errored")])
+    stored = {r.seq: r.outcome for r in await store.ledger.results_of(batch.id)}
+    assert stored == {0: "succeeded", 1: "errored"}
 
 
 async def test_held_requests_stay_behind_when_the_retry_set_moves(store: Store) -> None:
