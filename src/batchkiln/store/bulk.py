@@ -52,11 +52,20 @@ async def insert_rows(
         else:
             await _copy(conn, table, columns, rows)
         return
-    sql, blobs = _packed_insert(table, tuple(columns), ignore_duplicates)
-    packed = _pack(rows, blobs)
+    sql, packed = packed_insert(table, columns, rows, ignore_duplicates=ignore_duplicates)
     if consume and isinstance(rows, list):
         rows.clear()
     await conn.exec_driver_sql(sql, packed)
+
+
+def packed_insert(
+    table: Table, columns: Sequence[str], rows: Sequence[Row], *, ignore_duplicates: bool = False
+) -> tuple[str, tuple[bytes, ...]]:
+    """SQLite: the one `INSERT ... SELECT ... FROM json_each(?1)` statement for `rows` and
+    its parameters (?1 the rows, ?2 their byte strings when the table has any), for a
+    caller that runs it on the driver itself (store.ledger folds a lease check in)."""
+    sql, blobs = _packed_insert(table, tuple(columns), ignore_duplicates)
+    return sql, _pack(rows, blobs)
 
 
 async def copy_or_insert(

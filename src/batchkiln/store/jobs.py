@@ -13,7 +13,7 @@ from contextlib import AbstractAsyncContextManager
 from typing import Any, NamedTuple, Protocol
 
 import orjson
-from sqlalchemy import func, insert, select, update
+from sqlalchemy import case, func, insert, select, update
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from batchkiln.clock import Clock
@@ -246,6 +246,29 @@ async def insert_batch(
     return batch_id
 
 
+OUTCOMES = ("succeeded", "failed", "exhausted", "cancelled")  # a request's final ones
+
+
+async def _counts_by_outcome(conn: AsyncConnection, job_id: str) -> dict[str, int]:
+    """The Job's requests by outcome ("pending": none yet), by conditional sums: a
+    GROUP BY sorted every request row (SQLite's sorter grew ~1.2 MB from 25,000 to
+    100,000 requests, the one thing in an ingest that grew with the batch)."""
+    pending = requests.c.outcome.is_(None)
+    wanted = [pending, *(requests.c.outcome == name for name in OUTCOMES)]
+    row = (
+        await conn.execute(
+            select(
+                func.count(),
+                *(func.coalesce(func.sum(case((test, 1), else_=0)), 0) for test in wanted),
+            ).where(requests.c.job_id == job_id)
+        )
+    ).one()
+    total, *found = (int(n) for n in row)
+    if total != sum(found):
+        raise ValueError(f"job {job_id}: a request has an outcome outside {OUTCOMES}")
+    return {name: n for name, n in zip(("pending", *OUTCOMES), found, strict=True) if n}
+
+
 async def settle_job(
     conn: AsyncConnection, job_id: str, *, now: float, worker: str | None
 ) -> JobState | None:
@@ -265,12 +288,7 @@ async def settle_job(
         return None
     job = (await conn.execute(select(jobs.c.status, jobs.c.key).where(jobs.c.id == job_id))).one()
     state = JobState(job.status)
-    counted = await conn.execute(
-        select(requests.c.outcome, func.count())
-        .where(requests.c.job_id == job_id)
-        .group_by(requests.c.outcome)
-    )
-    counts = {(o or "pending"): int(n) for o, n in counted.all()}
+    counts = await _counts_by_outcome(conn, job_id)
     summary = ", ".join(f"{k} {v}" for k, v in sorted(counts.items()))
     if counts.get("pending"):
         if state != JobState.ACTIVE:

@@ -54,7 +54,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 from batchkiln.clock import Clock
 from batchkiln.lifecycle import Event, JobEvent, JobState, State
 from batchkiln.store.audit import append_event
-from batchkiln.store.bulk import Row, _pack, _packed_insert, copy_or_insert
+from batchkiln.store.bulk import Row, copy_or_insert, packed_insert
 from batchkiln.store.jobs import KEY_RETENTION_SECONDS, insert_batch, settle_job
 from batchkiln.store.leases import check_lease, lease_owner
 from batchkiln.store.rows import BatchRow, RequestRow, from_row
@@ -357,8 +357,8 @@ class Ledger:
         the lease (one statement: the check and the write are atomic); fewer rows than
         given means duplicates (a restart) or a lost lease, told apart by `check_lease`,
         which raises LeaseLost for the latter."""
-        sql, blobs = _packed_insert(results, RESULT_COLUMNS, True)
-        params: tuple[Any, ...] = _pack(rows, blobs)  # ?1 the rows, ?2 their raw lines
+        sql, packed = packed_insert(results, RESULT_COLUMNS, rows, ignore_duplicates=True)
+        params: tuple[Any, ...] = packed  # ?1 the rows, ?2 their raw lines
         owner = lease_owner()
         if owner is not None:
             sql += " WHERE EXISTS (SELECT 1 FROM batches WHERE id = ?3 AND lease_owner = ?4)"
