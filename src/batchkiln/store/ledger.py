@@ -326,16 +326,23 @@ class Ledger:
             async for part in stream.scalars().partitions():
                 yield list(part)
 
-    async def store_results(self, rows: Sequence[Row] | Sequence[Mapping[str, Any]]) -> None:
+    async def store_results(
+        self, rows: Sequence[Row] | Sequence[Mapping[str, Any]], *, consume: bool = False
+    ) -> None:
         """Insert result rows (tuples in RESULT_COLUMNS order, or mappings by column
         name) in one transaction; a row already stored for (batch, seq) is kept as it
-        was."""
-        # tuple first: a C check, where Mapping is an ABC's (~1 us a row on the hot path)
-        tuples = [r if isinstance(r, tuple) else _as_result_tuple(r) for r in rows]
+        was. `consume` (a list of tuples, SQLite): the list is emptied once its rows
+        are packed, so they are freed while SQLite writes the packed copy."""
+        tuples: Sequence[Row]
+        if isinstance(rows, list) and all(type(r) is tuple for r in rows):
+            tuples = rows
+        else:  # tuple first: a C check, where Mapping is an ABC's (~1 us a row)
+            tuples = [r if isinstance(r, tuple) else _as_result_tuple(r) for r in rows]
+            consume = False
         at = RESULT_COLUMNS.index("batch_id")
         leased = {str(r[at]) for r in tuples}
         if self._engine.dialect.name == "sqlite" and len(leased) == 1:
-            await self._store_sqlite(tuples, leased.pop())
+            await self._store_sqlite(tuples, leased.pop(), consume=consume)
             return
 
         async def under_lease(conn: AsyncConnection) -> None:
@@ -344,7 +351,9 @@ class Ledger:
 
         await copy_or_insert(self._engine, results, RESULT_COLUMNS, tuples, guard=under_lease)
 
-    async def _store_sqlite(self, rows: Sequence[Row], batch_id: str) -> None:
+    async def _store_sqlite(
+        self, rows: Sequence[Row], batch_id: str, *, consume: bool = False
+    ) -> None:
         """SQLite: one chunk of one batch's results as ONE statement on the driver, in
         autocommit (a write statement alone takes the write lock as it starts, waiting on
         busy_timeout, as BEGIN IMMEDIATE does), with the lease check folded in.
@@ -359,6 +368,9 @@ class Ledger:
         which raises LeaseLost for the latter."""
         sql, packed = packed_insert(results, RESULT_COLUMNS, rows, ignore_duplicates=True)
         params: tuple[Any, ...] = packed  # ?1 the rows, ?2 their raw lines
+        given = len(rows)
+        if consume and isinstance(rows, list):
+            rows.clear()
         owner = lease_owner()
         if owner is not None:
             sql += " WHERE EXISTS (SELECT 1 FROM batches WHERE id = ?3 AND lease_owner = ?4)"
@@ -367,7 +379,7 @@ class Ledger:
             raw = await conn.get_raw_connection()
             driver: Any = raw.driver_connection
             inserted = (await driver.execute(sql, params)).rowcount
-            if owner is not None and inserted < len(rows):
+            if owner is not None and inserted < given:
                 await check_lease(conn, batch_id, owner)
                 await conn.rollback()
 
