@@ -138,15 +138,20 @@ def _packed_insert(
     values, at = [], 0
     for i in range(len(columns)):
         if i in blobs:  # 1-based offset and length into ?2; NULL offset gives NULL
-            values.append(f"substr(?2, j.value->>{at}, j.value->>{at + 1})")
+            values.append(f"substr(?2, j.row->>{at}, j.row->>{at + 1})")
             at += 2
         else:
-            values.append(f"j.value->>{at}")
+            values.append(f"j.row->>{at}")
             at += 1
     verb = "INSERT OR IGNORE" if ignore_duplicates else "INSERT"
+    # MATERIALIZED: json_each renders an element's text again for every reference to
+    # its `value` (one per column); read once into a scratch table, each row's text is
+    # parsed once and its other columns hit SQLite's JSON parse cache. 50,000 result
+    # rows of ~2 KB: 0.43 s of SQL instead of 0.66-0.86 s (stdlib executemany: 0.49-0.61).
     sql = (
-        f"{verb} INTO {table.name} ({', '.join(columns)})"
-        f" SELECT {', '.join(values)} FROM json_each(?1) AS j"
+        f"WITH j(row) AS MATERIALIZED (SELECT value FROM json_each(?1))"
+        f" {verb} INTO {table.name} ({', '.join(columns)})"
+        f" SELECT {', '.join(values)} FROM j"
     )
     return sql, blobs
 

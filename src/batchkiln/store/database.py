@@ -220,7 +220,17 @@ def _server_failure(exc: BaseException, parsed: URL) -> StoreError | None:
     return StoreError(f"the database at {where}: {detail}")
 
 
+# The bulk writes use `->>` (3.38) and MATERIALIZED common table expressions (3.35).
+SQLITE_NEEDED = (3, 38, 0)
+
+
 def create_engine(url: str, **kwargs: Any) -> AsyncEngine:
+    if make_url(url).get_backend_name() == "sqlite" and sqlite3.sqlite_version_info < SQLITE_NEEDED:
+        raise StoreError(
+            f"SQLite {'.'.join(map(str, SQLITE_NEEDED))} or newer is needed; this Python's"
+            f" sqlite3 module has {sqlite3.sqlite_version}: use a newer Python build, or"
+            " PostgreSQL (KILN_DATABASE_URL)"
+        )
     engine = create_async_engine(url, **kwargs)
     if engine.dialect.name == "sqlite":
         _configure_sqlite(engine)

@@ -65,7 +65,7 @@ async def test_sqlite_packed_insert_is_one_statement_per_chunk(engine: AsyncEngi
     many = [(i, f"n{i}", None, None, b"x" * i) for i in range(10, 1010)]
     async with engine.begin() as conn:
         await insert_rows(conn, things, COLUMNS, many)
-    inserts = [s for s in statements if s.startswith("INSERT")]
+    inserts = [s for s in statements if "INSERT" in s]
     assert len(inserts) == 1 and "json_each" in inserts[0]
     assert len(await _stored(engine)) == 1000
 
@@ -122,3 +122,20 @@ async def test_a_single_blob_column_packs_nulls_and_bytes(engine: AsyncEngine) -
         await insert_rows(conn, one, ("id", "b"), rows)
         stored = (await conn.execute(select(one).order_by(one.c.id))).all()
     assert [tuple(r) for r in stored] == rows
+
+
+async def test_a_sqlite_too_old_for_the_bulk_writes_is_one_clear_error(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A Python whose SQLite predates 3.38 is refused in one sentence naming both versions."""
+    import sqlite3
+
+    from batchkiln.clock import FakeClock
+    from batchkiln.errors import StoreError
+    from batchkiln.store import Store
+
+    monkeypatch.setattr(sqlite3, "sqlite_version_info", (3, 37, 2))
+    monkeypatch.setattr(sqlite3, "sqlite_version", "3.37.2")
+    with pytest.raises(StoreError, match=r"SQLite 3\.38\.0 or newer is needed.* has 3\.37\.2"):
+        await Store.open(f"sqlite:///{tmp_path}/old.db", clock=FakeClock())
+    assert not (tmp_path / "old.db").exists()
