@@ -19,7 +19,7 @@ from batchkiln.clock import Clock
 from batchkiln.lifecycle import State
 from batchkiln.store.audit import append_event
 from batchkiln.store.database import insert_ignoring_duplicates, reading
-from batchkiln.store.tables import batches, costs, estimates, requests
+from batchkiln.store.tables import batches, costs, estimates, request_bodies
 
 _CHUNK = 1000
 
@@ -189,8 +189,8 @@ class CostBook:
             chunk = ordered[start : start + _CHUNK]
             async with self._engine.connect() as conn:
                 rows = await conn.execute(
-                    select(requests.c.body).where(
-                        and_(requests.c.job_id == job_id, requests.c.seq.in_(chunk))
+                    select(request_bodies.c.body).where(
+                        and_(request_bodies.c.job_id == job_id, request_bodies.c.seq.in_(chunk))
                     )
                 )
                 for (body,) in rows:

@@ -4,12 +4,12 @@
 validated, so the Job's key (which may derive from the content fingerprint), its
 batches' keys and sizes, and its estimate are known only at the end. The draft opens
 the transaction with a provisional job row and a provisional batch row per shard (so
-every request row's foreign keys hold as it is written), streams the request rows in
-by the store's bulk path, and `finish` gives those rows their real keys, counts and
-events, then commits. No reader ever sees a provisional row: they exist only inside
-the uncommitted transaction (PostgreSQL's snapshots, SQLite's WAL readers), and
-leaving the draft without `finish` (a bad line, a refused budget, a key already
-taken, a crash) rolls every row back.
+every request row's references hold as it is written), streams the request rows and
+their bodies (a table of their own) in by the store's bulk path, and `finish` gives
+those rows their real keys, counts and events, then commits. No reader ever sees a
+provisional row: they exist only inside the uncommitted transaction (PostgreSQL's
+snapshots, SQLite's WAL readers), and leaving the draft without `finish` (a bad line,
+a refused budget, a key already taken, a crash) rolls every row back.
 
 One chunk of rows is written while the next is read, on both stores: PostgreSQL's
 COPY runs in the server's process, SQLite's packed INSERT (store/bulk.py) in one
@@ -35,7 +35,7 @@ from batchkiln.lifecycle import State
 from batchkiln.store.audit import append_event
 from batchkiln.store.bulk import insert_rows
 from batchkiln.store.costs import NewEstimate, write_estimates
-from batchkiln.store.tables import batches, idempotency_keys, jobs, requests
+from batchkiln.store.tables import batches, idempotency_keys, jobs, request_bodies, requests
 from batchkiln.store.transitions import BATCHES, JOBS, initial_state
 
 # A chunk is written when it holds CHUNK rows or CHUNK_BYTES of bodies. Every chunk
@@ -46,7 +46,8 @@ from batchkiln.store.transitions import BATCHES, JOBS, initial_state
 CHUNK = 5000
 CHUNK_BYTES = 4 << 20
 _YIELD_EVERY = 128  # rows read between two turns given to the chunk being written
-REQUEST_COLUMNS = ("job_id", "seq", "custom_id", "line", "body", "batch_id", "attempts")
+REQUEST_COLUMNS = ("job_id", "seq", "custom_id", "line", "batch_id", "attempts")
+BODY_COLUMNS = ("job_id", "seq", "body")
 
 
 class DraftRow(Protocol):
@@ -147,6 +148,7 @@ class JobDraft:
         RowsRefused when the store refuses a chunk, and whatever `rows` raises."""
         job_id, batch_ids, written = self.job_id, self._batch_ids, self._written
         chunk: list[tuple[Any, ...]] = []
+        bodies: list[tuple[Any, ...]] = []
         size = 0
         writing: asyncio.Task[None] | None = None
         try:
@@ -160,18 +162,20 @@ class JobDraft:
                 written[r.shard] += 1
                 body = _exact(r.canonical)
                 size += len(body)
-                chunk.append((job_id, r.seq, r.custom_id, r.line, body, batch_ids[r.shard], 0))
+                seq = r.seq
+                chunk.append((job_id, seq, r.custom_id, r.line, batch_ids[r.shard], 0))
+                bodies.append((job_id, seq, body))
                 if writing is not None and not len(chunk) % _YIELD_EVERY:
                     await asyncio.sleep(0)  # a turn for the chunk being written
                 if len(chunk) >= CHUNK or size >= CHUNK_BYTES:
                     if writing is not None:
                         await writing
-                    writing = asyncio.create_task(self._write(chunk))
-                    chunk, size = [], 0
+                    writing = asyncio.create_task(self._write(chunk, bodies))
+                    chunk, bodies, size = [], [], 0
             if writing is not None:
                 await writing
                 writing = None
-            await self._write(chunk)
+            await self._write(chunk, bodies)
         finally:
             if writing is not None:
                 # `rows` failed (a bad line): let the chunk in flight end before the
@@ -180,9 +184,10 @@ class JobDraft:
                 if not writing.cancelled():
                     writing.exception()  # retrieved: the error raised is the first one
 
-    async def _write(self, chunk: list[tuple[Any, ...]]) -> None:
-        try:
+    async def _write(self, chunk: list[tuple[Any, ...]], bodies: list[tuple[Any, ...]]) -> None:
+        try:  # the ledger rows first: a custom_id seen twice stops the chunk there
             await insert_rows(self._conn, requests, REQUEST_COLUMNS, chunk, consume=True)
+            await insert_rows(self._conn, request_bodies, BODY_COLUMNS, bodies, consume=True)
         except Exception as exc:
             if _unique_violation(exc):
                 raise RowsRefused(str(exc).splitlines()[0]) from exc

@@ -59,7 +59,15 @@ from batchkiln.store.jobs import KEY_RETENTION_SECONDS, insert_batch, settle_job
 from batchkiln.store.leases import check_lease, lease_owner
 from batchkiln.store.rows import BatchRow, RequestRow, from_row
 from batchkiln.store.staging import Stage, staged_close
-from batchkiln.store.tables import batches, costs, idempotency_keys, jobs, requests, results
+from batchkiln.store.tables import (
+    batches,
+    costs,
+    idempotency_keys,
+    jobs,
+    request_bodies,
+    requests,
+    results,
+)
 from batchkiln.store.transitions import BATCHES, JOBS, move
 
 _CHUNK = 1000
@@ -229,6 +237,12 @@ def _with_results(batch_id: str) -> Any:
     )
 
 
+def _body_of() -> ColumnElement[bool]:
+    """Joins a request to its body (one per request, on the primary key)."""
+    body = request_bodies.c
+    return and_(body.job_id == requests.c.job_id, body.seq == requests.c.seq)
+
+
 def _carried(batch: BatchRow) -> ColumnElement[bool]:
     """The requests `batch` carries that have no final outcome yet."""
     return and_(
@@ -289,7 +303,8 @@ class Ledger:
         """(seq, body) of every request the batch carries, in input order."""
         async with self._engine.connect() as conn:
             rows = await conn.execute(
-                select(requests.c.seq, requests.c.body)
+                select(requests.c.seq, request_bodies.c.body)
+                .select_from(requests.join(request_bodies, _body_of()))
                 .where(requests.c.batch_id == batch_id)
                 .order_by(requests.c.seq)
             )
@@ -439,8 +454,8 @@ class Ledger:
     async def bodies_to_retry(self, batch: BatchRow, rules: OutcomeRules) -> AsyncIterator[bytes]:
         """The stored bodies of the requests `rules` sends to a retry child, streamed."""
         query = (
-            select(requests.c.body)
-            .select_from(_with_results(batch.id))
+            select(request_bodies.c.body)
+            .select_from(_with_results(batch.id).join(request_bodies, _body_of()))
             .where(_carried(batch), _any_shape(rules.shapes(RETRY)))
             .order_by(requests.c.seq)
             .execution_options(yield_per=_CHUNK)

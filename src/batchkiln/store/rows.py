@@ -101,7 +101,6 @@ class RequestRow:
     seq: int
     custom_id: str
     line: int
-    body: bytes
     batch_id: str | None
     attempts: int
     outcome: str | None

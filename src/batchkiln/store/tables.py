@@ -95,23 +95,34 @@ batches = Table(
     Index("ix_batches_due", "state", "next_check_at"),
 )
 
-# The request ledger: one row per request per job, and its one final outcome.
+# The request ledger: one row per request per job, and its one final outcome. Its
+# bodies are a table of their own (migration 0012): a ledger row changes when its batch
+# closes or retries, a body never, and a row that carried its body was written whole
+# again each time (a close rewrote every page of a batch's bodies).
 requests = Table(
     "requests",
     metadata,
-    # no per-row foreign keys on the two bulk tables (migration 0011): their writers hold
+    # no per-row foreign keys on the bulk tables (migration 0011): their writers hold
     # the parents in the same transaction and check counts against the plan instead
     Column("job_id", String(40), primary_key=True),
     Column("seq", Integer, primary_key=True),  # input order, 0-based
     Column("custom_id", Text, nullable=False),
     Column("line", Integer, nullable=False),
-    Column("body", LargeBinary, nullable=False),  # orjson of the vendor body
     Column("batch_id", String(40), nullable=True, index=True),
     Column("attempts", Integer, nullable=False, default=0),
     Column("outcome", String(20), nullable=True),  # succeeded|failed|exhausted|cancelled
     Column("last_error", JSON, nullable=True),
     Column("result_batch_id", String(40), nullable=True),  # the batch whose result is final
     UniqueConstraint("job_id", "custom_id", name="uq_requests_job_id_custom_id"),
+)
+
+# What each request asks the vendor: written once, at intake, in the Job's transaction
+request_bodies = Table(
+    "request_bodies",
+    metadata,
+    Column("job_id", String(40), primary_key=True),  # no foreign key: see requests
+    Column("seq", Integer, primary_key=True),
+    Column("body", LargeBinary, nullable=False),  # orjson of the vendor body
 )
 
 results = Table(

@@ -43,15 +43,20 @@ async def test_vendor_lines_are_compressed_with_lz4_on_postgresql(store: Store) 
 
     query = text(
         "SELECT attrelid::regclass::text || '.' || attname, attcompression::text FROM pg_attribute"
-        " WHERE attrelid IN ('results'::regclass, 'requests'::regclass)"
-        " AND attname IN ('raw', 'body')"
+        " WHERE attrelid IN (to_regclass('results'), to_regclass('requests'),"
+        " to_regclass('request_bodies')) AND attname IN ('raw', 'body') AND NOT attisdropped"
     )
     async with store.engine.connect() as conn:
-        assert dict((await conn.execute(query)).all()) == {"results.raw": "l", "requests.body": "l"}
+        assert dict((await conn.execute(query)).all()) == {
+            "results.raw": "l",
+            "request_bodies.body": "l",
+        }
     async with store.engine.begin() as conn:
         await conn.run_sync(lambda c: command.downgrade(alembic_config(c), "0009"))
     async with store.engine.connect() as conn:
         assert set(dict((await conn.execute(query)).all()).values()) == {""}
+    async with store.engine.connect() as conn:
+        assert set(dict((await conn.execute(query)).all())) == {"results.raw", "requests.body"}
     await migrate(store.engine)
     async with store.engine.connect() as conn:
         assert set(dict((await conn.execute(query)).all()).values()) == {"l"}
@@ -89,6 +94,37 @@ async def test_0011_drops_the_bulk_tables_row_foreign_keys_and_downgrades(store:
     await migrate(store.engine)
     async with store.engine.connect() as conn:
         assert await conn.run_sync(keys) == set()
+    assert (await store.ledger.job_counts(job.id)) == {"pending": 5}
+
+
+async def test_0012_moves_request_bodies_to_their_own_table_and_back(store: Store) -> None:
+    """Bodies move out of `requests` into `request_bodies` with every byte, and the
+    downgrade puts each back on its own row, on both databases."""
+    from alembic import command
+
+    from batchkiln.store.database import alembic_config, migrate
+
+    from .helpers import make_job
+
+    job = await make_job(store, n=5)
+    (batch,) = await store.batches.for_job(job.id)
+    bodies = await store.ledger.requests_of(batch.id)
+    assert len(bodies) == 5 and len({body for _, body in bodies}) == 5
+
+    def columns(c: Any) -> list[str]:
+        return [col["name"] for col in inspect(c).get_columns("requests")]
+
+    async with store.engine.begin() as conn:
+        await conn.run_sync(lambda c: command.downgrade(alembic_config(c), "0011"))
+    async with store.engine.connect() as conn:
+        assert "body" in await conn.run_sync(columns)
+        assert not await conn.run_sync(lambda c: inspect(c).has_table("request_bodies"))
+        back = (await conn.execute(text("SELECT seq, body FROM requests ORDER BY seq"))).all()
+    assert [tuple(r) for r in back] == bodies
+    await migrate(store.engine)
+    async with store.engine.connect() as conn:
+        assert "body" not in await conn.run_sync(columns)
+    assert await store.ledger.requests_of(batch.id) == bodies
     assert (await store.ledger.job_counts(job.id)) == {"pending": 5}
 
 
