@@ -382,13 +382,15 @@ class Ledger:
         given means duplicates (a restart) or a lost lease, told apart by `check_lease`,
         which raises LeaseLost for the latter."""
         sql, packed = packed_insert(results, RESULT_COLUMNS, rows, ignore_duplicates=True)
-        params: tuple[Any, ...] = packed  # ?1 the rows, ?2 their raw lines
+        params: tuple[Any, ...] = packed  # the rows, their raw lines, the fixed columns
         given = len(rows)
         if consume and isinstance(rows, list):
             rows.clear()
         owner = lease_owner()
         if owner is not None:
-            sql += " WHERE EXISTS (SELECT 1 FROM batches WHERE id = ?3 AND lease_owner = ?4)"
+            n = len(params)
+            sql += f" WHERE EXISTS (SELECT 1 FROM batches WHERE id = ?{n + 1}"
+            sql += f" AND lease_owner = ?{n + 2})"
             params = (*params, batch_id, owner)
         async with self._engine.connect() as conn:
             raw = await conn.get_raw_connection()

@@ -70,6 +70,37 @@ async def test_sqlite_packed_insert_is_one_statement_per_chunk(engine: AsyncEngi
     assert len(await _stored(engine)) == 1000
 
 
+async def test_values_shared_by_every_row_are_bound_once_and_stored_exactly(
+    engine: AsyncEngine,
+) -> None:
+    """Columns with one value in every row of a chunk (text, NULL) go in as one bound
+    parameter each, not one JSON value a row, and come back as given."""
+    statements: list[str] = []
+
+    def trace(conn: Any, cursor: Any, statement: str, *args: Any) -> None:
+        statements.append(statement)
+
+    event.listen(engine.sync_engine, "before_cursor_execute", trace)
+    same = [(i, "same ☃", None, "s", b"t" * i) for i in range(1, 101)]
+    async with engine.begin() as conn:
+        await insert_rows(conn, things, COLUMNS, same)
+    (insert,) = [s for s in statements if "INSERT" in s]
+    assert "SELECT j.row->>0, ?3, substr(?2, j.row->>1, j.row->>2), ?4," in insert
+    assert await _stored(engine) == same
+
+
+async def test_equal_values_of_other_types_are_not_taken_for_one(engine: AsyncEngine) -> None:
+    """1, 1.0 and True are equal in Python but stored apart (text column: '1', '1.0',
+    '1'), and a one-row chunk (every column shared) stores its row as given."""
+    rows = [(1, "n", None, 1, b"x"), (2, "n", None, 1.0, b"x"), (3, "n", None, True, b"x")]
+    async with engine.begin() as conn:
+        await insert_rows(conn, things, COLUMNS, rows)
+        await insert_rows(conn, things, COLUMNS, [(4, "", b"", "0", b"")])
+        stored = (await conn.execute(select(things.c.score).order_by(things.c.id))).scalars()
+        assert list(stored) == ["1", "1.0", "1", "0"]
+    assert (await _stored(engine))[3] == (4, "", b"", "0", b"")
+
+
 async def test_sqlite_insert_or_ignore_keeps_the_stored_row(engine: AsyncEngine) -> None:
     """copy_or_insert over rows already stored keeps them as they were and adds the rest."""
     await copy_or_insert(engine, things, COLUMNS, ROWS[:2])
