@@ -25,11 +25,16 @@ Then, each in a fresh subprocess (so the RSS high-water mark is the case's own):
               `store_results` in chunks, then plan + `close_batch` (one transaction),
               with a provider that streams the saved file in 64 KiB chunks instead of
               HTTP (the download is its own figure). The store is prepared in another
-              subprocess; `stream` is the `_download` part, `close` the rest.
+              subprocess; `stream` is the `_download` part, `close` the rest (on
+              SQLite with a checkpoint of what is left in the WAL, as min-sqlite's
+              closing its connection does).
 
-Peak memory is the RSS high-water mark above the RSS at the start of the measured work
-(Linux: /proc/self/clear_refs resets it), and the tracemalloc peak in a second run of
-the same case (tracemalloc slows Python down, so its run is not timed).
+Every case runs `--repeat` times (3), in rounds that interleave the cases (this machine's
+speed drifts by 10-30 % within minutes); the table shows the median run of each, with all
+run times under it. Peak memory is the highest RSS high-water mark above the RSS at the
+start of the measured work (Linux: /proc/self/clear_refs resets it), and the tracemalloc
+peak in a second run of the same case in the first round (tracemalloc slows Python down,
+so its run is not timed).
 """
 
 from __future__ import annotations
@@ -423,6 +428,14 @@ async def case_ours(gen: Generated, url: str, phases: Callable[[str], None]) -> 
         ingestor._download = timed_download  # type: ignore[method-assign]
         phases("open")  # transition, the carried requests, retrieve
         await ingestor.ingest(job, batch, FileProvider(gen))
+        if store.dialect == "sqlite":
+            # what is still in the WAL goes into the database file, as it does when
+            # min-sqlite closes its connection: every byte written is checkpointed once,
+            # and the last <= 64 MB would otherwise go uncounted (the next writes pay it)
+            async with store.engine.connect() as conn:  # outside a transaction
+                raw = await conn.get_raw_connection()
+                driver: Any = raw.driver_connection
+                await driver.execute("PRAGMA wal_checkpoint(TRUNCATE)")
         phases("end")
         counts = await store.ledger.job_counts(job.id)
         assert counts == {"succeeded": gen.lines}, counts
@@ -581,14 +594,21 @@ def sqlite_copy(work: Path, gen: Generated) -> str:
 
 
 def measure(
-    case: str, gen: Generated, gen_path: Path, work: Path, args: argparse.Namespace
+    case: str,
+    gen: Generated,
+    gen_path: Path,
+    work: Path,
+    args: argparse.Namespace,
+    *,
+    first: bool,
 ) -> tuple[dict[str, Any], dict[str, Any] | None] | None:
-    """Run a case, then again under tracemalloc (None: PostgreSQL is not reachable)."""
+    """Run a case, then (in the first round) again under tracemalloc and profiled
+    (None: PostgreSQL is not reachable)."""
     runs: list[dict[str, Any]] = []
-    profiling = args.profile and case.startswith("ours")
-    for trace, profile in (
-        [(False, False)] + [(True, False)] * (not args.no_tracemalloc) + [(False, True)] * profiling
-    ):
+    profiling = first and args.profile and case.startswith("ours")
+    tracing = first and not args.no_tracemalloc
+    plan = [(False, False)] + [(True, False)] * tracing + [(False, True)] * profiling
+    for trace, profile in plan:
         if case in ("parse-only", "common"):
             runs.append(child(case, gen_path, trace=trace))
         elif case in ("min-sqlite", "ours-sqlite"):
@@ -621,6 +641,9 @@ def main() -> None:
     parser.add_argument("--postgres", default=POSTGRES_URL)
     parser.add_argument("--no-postgres", action="store_true")
     parser.add_argument("--no-tracemalloc", action="store_true")
+    parser.add_argument(
+        "--repeat", type=int, default=3, help="timed runs of each case (the median is shown)"
+    )
     parser.add_argument("--profile", action="store_true", help="cProfile our ingest (both stores)")
     parser.add_argument("--out", default=str(HERE / "out"))
     parser.add_argument("--child", help=argparse.SUPPRESS)
@@ -649,12 +672,21 @@ def main() -> None:
         child("prepare", gen_path, f"sqlite:///{template}")
         cases = ["parse-only", "common", "min-sqlite", "ours-sqlite"]
         cases += [] if args.no_postgres else ["ours-postgres"]
+        timed: dict[str, list[dict[str, Any]]] = {case: [] for case in cases}
+        traces: dict[str, dict[str, Any] | None] = {}
+        for round_ in range(1, args.repeat + 1):  # rounds interleave the cases
+            for case in cases:
+                print(f"# {size:,} lines, round {round_}: {case} ...", file=sys.stderr)
+                measured = measure(case, gen, gen_path, work, args, first=round_ == 1)
+                if measured is not None:
+                    timed[case].append(measured[0])
+                    traces.setdefault(case, measured[1])
         for case in cases:
-            print(f"# {size:,} lines: {case} ...", file=sys.stderr)
-            measured = measure(case, gen, gen_path, work, args)
-            if measured is None:
+            if not timed[case]:
                 continue
-            fast, traced = measured
+            ordered = sorted(timed[case], key=lambda run: float(run["seconds"]))
+            fast = ordered[len(ordered) // 2]  # the median run
+            traced = traces[case]
             note = ""
             if case.startswith("ours"):
                 phases, peaks = fast["phases"], fast["phase_peaks"]
@@ -665,6 +697,9 @@ def main() -> None:
                     tp = traced["phase_peaks"]
                     note += " (tracemalloc " + ", ".join(f"{n} {tp[n]:.1f}MB" for n in PHASES)
                     note += ")"
+            if len(timed[case]) > 1:
+                shown = ", ".join(f"{run['seconds']:.2f}" for run in timed[case])
+                note += ("; " if note else "") + f"runs {shown} s"
             rows.append(
                 Row(
                     size,
@@ -672,14 +707,15 @@ def main() -> None:
                     fast["seconds"],
                     mb,
                     gen.lines,
-                    fast["peak_mb"],
+                    max(run["peak_mb"] for run in timed[case]),
                     traced["peak_mb"] if traced else None,
                     note,
                     fast.get("phases", {}),
                 )
             )
-            if "profile" in fast:
-                profiles.append(f"## cProfile, {case}, {size:,} lines\n{fast['profile']}")
+            profiled = next((run for run in timed[case] if "profile" in run), None)
+            if profiled is not None:
+                profiles.append(f"## cProfile, {case}, {size:,} lines\n{profiled['profile']}")
     report(rows, downloads)
     for text in profiles:
         print(text)
