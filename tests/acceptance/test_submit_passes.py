@@ -21,6 +21,7 @@ from batchkiln.store.tables import (
     estimates,
     idempotency_keys,
     jobs,
+    request_bodies,
     requests,
 )
 
@@ -35,8 +36,8 @@ async def _count(env: Env, table: Any) -> int:
 
 
 async def _nothing_stored(env: Env) -> bool:
-    counts = [await _count(env, t) for t in (jobs, batches, requests, estimates, idempotency_keys)]
-    return counts == [0, 0, 0, 0, 0]
+    tables = (jobs, batches, requests, request_bodies, estimates, idempotency_keys)
+    return [await _count(env, t) for t in tables] == [0] * len(tables)
 
 
 def _counting_opens(monkeypatch: pytest.MonkeyPatch, path: Path) -> list[str]:
@@ -155,7 +156,7 @@ async def test_a_crash_mid_stream_leaves_nothing_and_a_rerun_stores_every_row(
     """Killed after chunks were written: nothing is committed; the same command again
     stores the whole Job, each request once."""
     path = write_requests(env.tmp / "in.jsonl", 3 * CHUNK + 5)
-    real = drafts_module.insert_rows
+    real = drafts_module.insert_together
     calls: list[int] = []
 
     async def dies_on_the_third_chunk(*args: Any, **kwargs: Any) -> None:
@@ -164,7 +165,7 @@ async def test_a_crash_mid_stream_leaves_nothing_and_a_rerun_stores_every_row(
             raise ConnectionResetError("the process died")
         await real(*args, **kwargs)
 
-    monkeypatch.setattr(drafts_module, "insert_rows", dies_on_the_third_chunk)
+    monkeypatch.setattr(drafts_module, "insert_together", dies_on_the_third_chunk)
     with pytest.raises(ConnectionResetError):
         await env.kiln.submit(path, provider="openai", model=MODELS["openai"], key="k-crash")
     assert await _nothing_stored(env)
@@ -174,6 +175,7 @@ async def test_a_crash_mid_stream_leaves_nothing_and_a_rerun_stores_every_row(
     ).job
     assert job.request_count == 3 * CHUNK + 5
     assert await _count(env, requests) == 3 * CHUNK + 5
+    assert await _count(env, request_bodies) == 3 * CHUNK + 5
     assert await env.store.ledger.job_counts(job.id) == {"pending": 3 * CHUNK + 5}
 
 

@@ -21,6 +21,7 @@ than the database's own work for these rows (see bench/ingest.py, bench/intake.p
 
 from __future__ import annotations
 
+import asyncio
 import functools
 import operator
 from collections.abc import Awaitable, Callable, Sequence
@@ -57,6 +58,40 @@ async def insert_rows(
     if consume and isinstance(rows, list):
         rows.clear()
     await conn.exec_driver_sql(sql, packed)
+
+
+async def insert_together(
+    conn: AsyncConnection,
+    parts: Sequence[tuple[Table, Sequence[str], list[Row]]],
+    *,
+    consume: bool = False,
+) -> None:
+    """Several tables' rows in the caller's transaction, in the order given (a table's
+    rows after the one before it). On SQLite every part is packed first and all are
+    handed to the driver's thread at once, so it writes them back to back: one chunk of
+    a request file (its ledger rows and its bodies) written as two calls, one after the
+    other, took 18 % longer (50 MB of requests: 0.66-0.76 s against 0.52-0.60 s), since
+    the second was packed only once the first had come back, and every return to the
+    event loop costs the driver's thread a wait for the GIL. Errors are the driver's
+    own (sqlite3's, asyncpg's); the first one is raised once every part has run."""
+    if conn.dialect.name == "postgresql":  # one COPY at a time on a connection
+        for table, columns, rows in parts:
+            await insert_rows(conn, table, columns, rows, consume=consume)
+        return
+    statements = []
+    for table, columns, rows in parts:
+        if rows:
+            statements.append(packed_insert(table, columns, rows))
+            if consume:
+                rows.clear()
+    raw = await conn.get_raw_connection()
+    driver: Any = raw.driver_connection  # aiosqlite: its thread runs calls in order
+    done = await asyncio.gather(
+        *(driver.execute(sql, params) for sql, params in statements), return_exceptions=True
+    )
+    for outcome in done:
+        if isinstance(outcome, BaseException):
+            raise outcome
 
 
 def packed_insert(
@@ -188,9 +223,12 @@ def _packed_sql(
     # its `value` (one per column); read once into a scratch table, each row's text is
     # parsed once and its other columns hit SQLite's JSON parse cache. 50,000 result
     # rows of ~2 KB: 0.43 s of SQL instead of 0.66-0.86 s (stdlib executemany: 0.49-0.61).
+    # The statement starts with INSERT (the WITH belongs to its SELECT): the sqlite3
+    # module opens its implicit transaction (legacy isolation levels) only before a
+    # statement it sees start with INSERT, UPDATE, DELETE or REPLACE.
     return (
-        f"WITH j(row) AS MATERIALIZED (SELECT value FROM json_each(?1))"
-        f" {verb} INTO {table.name} ({', '.join(columns)})"
+        f"{verb} INTO {table.name} ({', '.join(columns)})"
+        f" WITH j(row) AS MATERIALIZED (SELECT value FROM json_each(?1))"
         f" SELECT {', '.join(values)} FROM j"
     )
 

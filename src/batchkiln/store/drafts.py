@@ -20,6 +20,7 @@ since a task only runs when the loop yields, and holds at most two chunks.
 from __future__ import annotations
 
 import asyncio
+import sqlite3
 import uuid
 from collections.abc import AsyncIterator, Iterable, Sequence
 from contextlib import asynccontextmanager
@@ -33,7 +34,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 from batchkiln.errors import StoreError
 from batchkiln.lifecycle import State
 from batchkiln.store.audit import append_event
-from batchkiln.store.bulk import insert_rows
+from batchkiln.store.bulk import insert_together
 from batchkiln.store.costs import NewEstimate, write_estimates
 from batchkiln.store.tables import batches, idempotency_keys, jobs, request_bodies, requests
 from batchkiln.store.transitions import BATCHES, JOBS, initial_state
@@ -105,7 +106,7 @@ def _exact(data: bytes) -> bytes:
 
 
 def _unique_violation(exc: BaseException) -> bool:
-    if isinstance(exc, IntegrityError):
+    if isinstance(exc, (IntegrityError, sqlite3.IntegrityError)):
         return True
     try:
         import asyncpg
@@ -185,9 +186,9 @@ class JobDraft:
                     writing.exception()  # retrieved: the error raised is the first one
 
     async def _write(self, chunk: list[tuple[Any, ...]], bodies: list[tuple[Any, ...]]) -> None:
-        try:  # the ledger rows first: a custom_id seen twice stops the chunk there
-            await insert_rows(self._conn, requests, REQUEST_COLUMNS, chunk, consume=True)
-            await insert_rows(self._conn, request_bodies, BODY_COLUMNS, bodies, consume=True)
+        parts = [(requests, REQUEST_COLUMNS, chunk), (request_bodies, BODY_COLUMNS, bodies)]
+        try:
+            await insert_together(self._conn, parts, consume=True)
         except Exception as exc:
             if _unique_violation(exc):
                 raise RowsRefused(str(exc).splitlines()[0]) from exc

@@ -65,7 +65,7 @@ async def test_sqlite_packed_insert_is_one_statement_per_chunk(engine: AsyncEngi
     many = [(i, f"n{i}", None, None, b"x" * i) for i in range(10, 1010)]
     async with engine.begin() as conn:
         await insert_rows(conn, things, COLUMNS, many)
-    inserts = [s for s in statements if "INSERT" in s]
+    inserts = [s for s in statements if s.startswith("INSERT")]
     assert len(inserts) == 1 and "json_each" in inserts[0]
     assert len(await _stored(engine)) == 1000
 
@@ -170,3 +170,32 @@ async def test_a_sqlite_too_old_for_the_bulk_writes_is_one_clear_error(
     with pytest.raises(StoreError, match=r"SQLite 3\.38\.0 or newer is needed.* has 3\.37\.2"):
         await Store.open(f"sqlite:///{tmp_path}/old.db", clock=FakeClock())
     assert not (tmp_path / "old.db").exists()
+
+
+async def test_insert_together_writes_each_table_its_rows_and_raises_the_drivers_error(
+    engine: AsyncEngine,
+) -> None:
+    """Two tables' chunks go in together, each exactly; a refused row raises the driver's
+    IntegrityError and the caller's rollback leaves neither table written."""
+    import sqlite3
+
+    from batchkiln.store.bulk import insert_together
+
+    extra = Table("extra", MetaData(), Column("id", Integer, primary_key=True), Column("b", Text))
+    async with engine.begin() as conn:
+        await conn.run_sync(extra.metadata.create_all)
+        parts = [(things, COLUMNS, list(ROWS)), (extra, ("id", "b"), [(1, "x"), (2, None)])]
+        await insert_together(conn, parts, consume=True)
+        assert [rows for _, _, rows in parts] == [[], []]
+        assert (await conn.execute(select(extra).order_by(extra.c.id))).all() == [
+            (1, "x"),
+            (2, None),
+        ]
+    assert await _stored(engine) == ROWS
+    async with engine.connect() as conn:
+        await conn.begin()
+        again = [(things, COLUMNS, [(9, "n", None, None, b"")]), (extra, ("id", "b"), [(1, "y")])]
+        with pytest.raises(sqlite3.IntegrityError, match=r"UNIQUE constraint failed: extra\.id"):
+            await insert_together(conn, again)
+        await conn.rollback()
+    assert await _stored(engine) == ROWS
