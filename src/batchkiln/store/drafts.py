@@ -43,9 +43,12 @@ from batchkiln.store.transitions import BATCHES, JOBS, initial_state
 # costs the writing thread two waits for the GIL (up to a switch interval, 5 ms, each,
 # beside this CPU-bound loop): 200 MB of ~1 KB requests streamed in 3.56 s with
 # 2,000-row chunks, 2.64 s with 5,000 (bench/intake.py). The byte cap bounds memory for
-# big requests: at most two chunks are held.
+# big requests: at most two chunks are held, and SQLite binds a copy of the one being
+# written. With ledger rows and bodies packed together (bulk.insert_together), a 4 MB cap
+# peaked at 26-31 MB above the start whatever the file's size, 3 MB at 22-24 MB, in the
+# same time.
 CHUNK = 5000
-CHUNK_BYTES = 4 << 20
+CHUNK_BYTES = 3 << 20
 _YIELD_EVERY = 128  # rows read between two turns given to the chunk being written
 REQUEST_COLUMNS = ("job_id", "seq", "custom_id", "line", "batch_id", "attempts")
 BODY_COLUMNS = ("job_id", "seq", "body")
