@@ -12,8 +12,9 @@ case in a fresh subprocess (so the RSS high-water mark is the case's own):
   common       the pattern other tools use: read the whole text, json.loads each line,
                keep a dict custom_id -> object (which also finds duplicates)
   min-sqlite   the least a durable intake can do on SQLite: one pass, orjson.loads,
-               the body re-encoded, stdlib sqlite3 executemany into a table shaped like
-               `requests` (same columns and indexes, no foreign keys), 2,000 rows a
+               the body re-encoded, stdlib sqlite3 executemany into one table with
+               the columns and indexes of `requests` and the body (the store has the
+               bodies in a table of their own: migration 0012), 2,000 rows a
                transaction; no validation beyond custom_id, no estimate, no shards
   min-postgres the same with asyncpg's COPY (copy_records_to_table), one transaction
   ours-*       the real `Kiln.submit` on a fresh store: one read of the file that
