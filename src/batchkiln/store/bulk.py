@@ -73,7 +73,9 @@ async def insert_together(
     other, took 18 % longer (50 MB of requests: 0.66-0.76 s against 0.52-0.60 s), since
     the second was packed only once the first had come back, and every return to the
     event loop costs the driver's thread a wait for the GIL. Errors are the driver's
-    own (sqlite3's, asyncpg's); the first one is raised once every part has run."""
+    own (sqlite3's, asyncpg's): on SQLite the first one is raised once every part has
+    run, on PostgreSQL the parts after a failed one are not run; either way the caller
+    rolls its transaction back."""
     if conn.dialect.name == "postgresql":  # one COPY at a time on a connection
         for table, columns, rows in parts:
             await insert_rows(conn, table, columns, rows, consume=consume)
