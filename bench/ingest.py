@@ -25,16 +25,18 @@ Then, each in a fresh subprocess (so the RSS high-water mark is the case's own):
               `store_results` in chunks, then plan + `close_batch` (one transaction),
               with a provider that streams the saved file in 64 KiB chunks instead of
               HTTP (the download is its own figure). The store is prepared in another
-              subprocess; `stream` is the `_download` part, `close` the rest (on
-              SQLite with a checkpoint of what is left in the WAL, as min-sqlite's
-              closing its connection does).
+              subprocess; `stream` is the `_download` part, `close` the rest and
+              the store's close (on SQLite, the checkpoint of what is left in the
+              WAL, as min-sqlite's closing its connection does).
 
-Every case runs `--repeat` times (3), in rounds that interleave the cases (this machine's
+Every case runs `--repeat` times (5), in rounds that interleave the cases (this machine's
 speed drifts by 10-30 % within minutes); the table shows the median run of each, with all
-run times under it. Peak memory is the highest RSS high-water mark above the RSS at the
-start of the measured work (Linux: /proc/self/clear_refs resets it), and the tracemalloc
-peak in a second run of the same case in the first round (tracemalloc slows Python down,
-so its run is not timed).
+run times under it. A target that compares two cases takes the ratio within each round,
+where both ran seconds apart, and the median of those ratios (each round's is printed).
+Peak memory is the highest RSS high-water mark above the RSS at the start of the measured
+work (Linux: /proc/self/clear_refs resets it), and the tracemalloc peak in a second run
+of the same case in the first round (tracemalloc slows Python down, so its run is not
+timed).
 """
 
 from __future__ import annotations
@@ -425,18 +427,18 @@ async def case_ours(gen: Generated, url: str, phases: Callable[[str], None]) -> 
             phases("close")
             return stats
 
-        ingestor._download = timed_download  # type: ignore[method-assign]
+        ingestor._download = timed_download  # type: ignore[method-assign,assignment]
         phases("open")  # transition, the carried requests, retrieve
         await ingestor.ingest(job, batch, FileProvider(gen))
-        if store.dialect == "sqlite":
-            # what is still in the WAL goes into the database file, as it does when
-            # min-sqlite closes its connection: every byte written is checkpointed once,
-            # and the last <= 64 MB would otherwise go uncounted (the next writes pay it)
-            async with store.engine.connect() as conn:  # outside a transaction
-                raw = await conn.get_raw_connection()
-                driver: Any = raw.driver_connection
-                await driver.execute("PRAGMA wal_checkpoint(TRUNCATE)")
-        phases("end")
+    finally:
+        # The close is timed (part of `close`): on SQLite it waits for a background
+        # checkpoint still running, and its last connection then checkpoints what is
+        # left in the WAL, as min-sqlite's closing its connection does: every byte
+        # written is checkpointed once, in the time measured.
+        await store.close()
+    phases("end")
+    store = await Store.open(_db_url(url), clock=clock, run_migrations=False, **_engine_args(url))
+    try:
         counts = await store.ledger.job_counts(job.id)
         assert counts == {"succeeded": gen.lines}, counts
     finally:
@@ -507,7 +509,7 @@ def run_child(args: argparse.Namespace) -> None:
         phases("all")
         fn(gen)
         phases("end")
-    result = {
+    result: dict[str, Any] = {
         "seconds": sum(phases.seconds.values()),
         "peak_mb": max(phases.peaks.values()),
         "phases": phases.seconds,
@@ -574,6 +576,7 @@ class Row:
     peak_tracemalloc_mb: float | None
     note: str = ""
     phases: dict[str, float] = field(default_factory=dict)
+    runs: list[float] = field(default_factory=list)  # every run's time, round by round
 
     @property
     def mb_s(self) -> float:
@@ -642,7 +645,7 @@ def main() -> None:
     parser.add_argument("--no-postgres", action="store_true")
     parser.add_argument("--no-tracemalloc", action="store_true")
     parser.add_argument(
-        "--repeat", type=int, default=3, help="timed runs of each case (the median is shown)"
+        "--repeat", type=int, default=5, help="timed runs of each case (the median is shown)"
     )
     parser.add_argument("--profile", action="store_true", help="cProfile our ingest (both stores)")
     parser.add_argument("--out", default=str(HERE / "out"))
@@ -711,6 +714,7 @@ def main() -> None:
                     traced["peak_mb"] if traced else None,
                     note,
                     fast.get("phases", {}),
+                    [float(run["seconds"]) for run in timed[case]],
                 )
             )
             profiled = next((run for run in timed[case] if "profile" in run), None)
@@ -757,8 +761,23 @@ def report(rows: list[Row], downloads: list[Generated]) -> None:
         by_case = {r.case: r for r in rows if r.size == size}
         if "ours-sqlite" in by_case and "min-sqlite" in by_case:
             ratio = by_case["ours-sqlite"].mb_s / by_case["min-sqlite"].mb_s
-            print(f"{size:,} lines: ours-sqlite runs at {ratio:.0%} of the min-sqlite floor")
+            print(
+                f"{size:,} lines: ours-sqlite runs at {ratio:.0%} of the min-sqlite floor"
+                " (median times)"
+            )
     targets(rows)
+
+
+def paired(base: Row, ours: Row) -> tuple[float, str]:
+    """How many times faster `ours` ran than `base`: the median of the rounds' ratios
+    (the two ran minutes apart at most, one after the other, so the machine's drift
+    between rounds falls on both), and those ratios for the line; the ratio of the
+    median times when the rounds do not pair up (a case missing from a round)."""
+    if len(base.runs) != len(ours.runs) or len(ours.runs) < 2:
+        return base.seconds / ours.seconds, ""
+    ratios = sorted(b / o for b, o in zip(base.runs, ours.runs, strict=True))
+    shown = ", ".join(f"{b / o:.2f}" for b, o in zip(base.runs, ours.runs, strict=True))
+    return ratios[len(ratios) // 2], f" (rounds {shown})"
 
 
 def targets(rows: list[Row]) -> None:
@@ -777,11 +796,11 @@ def targets(rows: list[Row]) -> None:
             r = by.get((size, case))
             if r is None:
                 continue
-            ratio = common.seconds / r.seconds
-            line = f"  {size:>7,} {case}: {ratio:.2f}x common (>= 1.0x) {met(ratio >= 1.0)}"
+            ratio, rounds = paired(common, r)
+            line = f"  {size:>7,} {case}: {ratio:.2f}x common{rounds} (>= 1.0x) {met(ratio >= 1.0)}"
             if case == "ours-sqlite" and floor is not None:
-                share = floor.seconds / r.seconds
-                line += f"; {share:.0%} of min-sqlite (>= 85%) {met(share >= 0.85)}"
+                share, rounds = paired(floor, r)
+                line += f"; {share:.0%} of min-sqlite{rounds} (>= 85%) {met(share >= 0.85)}"
             if case == "ours-postgres":
                 close = r.phases.get("close", 0.0) / r.seconds
                 line += f"; close {close:.0%} of ingest (<= 10%) {met(close <= 0.10)}"

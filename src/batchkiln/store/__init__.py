@@ -12,6 +12,7 @@ from batchkiln.store.api_keys import ApiKeys
 from batchkiln.store.audit import AuditLog
 from batchkiln.store.batches import BatchRepository
 from batchkiln.store.capacity import CapacityBook
+from batchkiln.store.checkpoints import WalCheckpointer
 from batchkiln.store.costs import CostBook, CostRow, EstimateRow, NewEstimate
 from batchkiln.store.database import open_database
 from batchkiln.store.drafts import NewBatch
@@ -59,7 +60,9 @@ class Store:
         self.clock = clock
         self.jobs = JobRepository(engine, clock)
         self.batches = BatchRepository(engine, clock)
-        self.ledger = Ledger(engine, clock)
+        # SQLite: bulk writes are checkpointed in the background (None elsewhere)
+        self.checkpoints = WalCheckpointer.for_url(engine.url)
+        self.ledger = Ledger(engine, clock, self.checkpoints)
         self.audit = AuditLog(engine, clock)
         self.webhooks = WebhookInbox(engine, clock)
         self.costs = CostBook(engine, clock)
@@ -101,4 +104,6 @@ class Store:
             await notify_due(conn, payload)
 
     async def close(self) -> None:
+        if self.checkpoints is not None:
+            await self.checkpoints.aclose()
         await self.engine.dispose()

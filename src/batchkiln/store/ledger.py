@@ -55,6 +55,7 @@ from batchkiln.clock import Clock
 from batchkiln.lifecycle import Event, JobEvent, JobState, State
 from batchkiln.store.audit import append_event
 from batchkiln.store.bulk import Row, copy_or_insert, packed_insert
+from batchkiln.store.checkpoints import WalCheckpointer
 from batchkiln.store.jobs import KEY_RETENTION_SECONDS, insert_batch, settle_job
 from batchkiln.store.leases import check_lease, lease_owner
 from batchkiln.store.rows import BatchRow, RequestRow, from_row
@@ -295,9 +296,12 @@ _OUTCOMES = ("succeeded", "failed", "exhausted", "cancelled")
 
 
 class Ledger:
-    def __init__(self, engine: AsyncEngine, clock: Clock) -> None:
+    def __init__(
+        self, engine: AsyncEngine, clock: Clock, checkpoints: WalCheckpointer | None = None
+    ) -> None:
         self._engine = engine
         self._clock = clock
+        self._checkpoints = checkpoints
 
     async def requests_of(self, batch_id: str) -> list[tuple[int, bytes]]:
         """(seq, body) of every request the batch carries, in input order."""
@@ -399,6 +403,8 @@ class Ledger:
             if owner is not None and inserted < given:
                 await check_lease(conn, batch_id, owner)
                 await conn.rollback()
+        if self._checkpoints is not None:  # committed: its pages are in the WAL
+            self._checkpoints.wrote(sum(len(p) for p in packed if isinstance(p, bytes)))
 
     async def result_shapes(self, batch: BatchRow) -> dict[ResultShape, int]:
         """How many requests the batch carries (no final outcome yet) per shape of
