@@ -46,10 +46,12 @@ from batchkiln.store.transitions import BATCHES, JOBS, initial_state
 # big requests: at most two chunks are held, and SQLite binds a copy of the one being
 # written. With ledger rows and bodies packed together (bulk.insert_together), a 4 MB cap
 # peaked at 26-31 MB above the start on SQLite whatever the file's size, 3 MB at 22-24 MB
-# in the same time; PostgreSQL (~15 MB) stored 200 MB in 3.1-3.4 s with 4 MB, 3.3-3.9 s
-# with 3 MB (two COPYs a chunk).
-CHUNK = 5000
-CHUNK_BYTES = {"sqlite": 3 << 20, "postgresql": 4 << 20}
+# in the same time. PostgreSQL writes two COPYs a chunk, each a few round trips that wait
+# for this loop's next turn: 200 MB in 2.22-2.61 s with 8 MB chunks, 2.33-2.65 s with
+# 6 MB, 2.57-3.09 s with 4 MB (interleaved runs), for a peak of ~28 MB instead of ~16 MB,
+# flat from 50 MB to 200 MB either way.
+CHUNK = 10_000
+CHUNK_BYTES = {"sqlite": 3 << 20, "postgresql": 8 << 20}
 _YIELD_EVERY = 128  # rows read between two turns given to the chunk being written
 REQUEST_COLUMNS = ("job_id", "seq", "custom_id", "line", "batch_id", "attempts")
 BODY_COLUMNS = ("job_id", "seq", "body")
