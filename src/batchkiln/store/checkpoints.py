@@ -64,18 +64,18 @@ class WalCheckpointer:
             return None
         if database.startswith("file:") or url.query.get("mode") == "memory":
             return None  # a URI filename: leave it to SQLite's own checkpoints
-        return cls(database)
+        return cls(str(Path(database).resolve()))  # as opened, whatever the cwd later
 
     def wrote(self, nbytes: int) -> None:
         """`nbytes` were committed; start a checkpoint if `every` have been since the
         last one started and none is running (a running one takes another turn)."""
-        with self._lock:
+        with self._lock:  # held while submitting: `aclose` cannot slip in between
             self._pending += nbytes
             if self._closed or self._running or self._pending < self.every:
                 return
             self._running = True
             self._pending = 0
-        self._done = self._thread.submit(self._drain)
+            self._done = self._thread.submit(self._drain)
 
     async def settled(self) -> None:
         """Wait until no checkpoint is running."""
@@ -107,7 +107,7 @@ class WalCheckpointer:
         try:
             if self._conn is None:
                 # mode=rw: never create a database file that is not there any more
-                uri = f"{Path(self.path).resolve().as_uri()}?mode=rw"
+                uri = f"{Path(self.path).absolute().as_uri()}?mode=rw"
                 self._conn = sqlite3.connect(
                     uri, uri=True, isolation_level=None, check_same_thread=False
                 )
