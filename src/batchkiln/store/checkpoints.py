@@ -5,13 +5,14 @@ into the database file and, with synchronous=NORMAL, syncs both files. SQLite's 
 autocheckpoint runs inside the commit that crosses its threshold (64 MB here, see
 store.database), on the writer's thread, and the writer waits for it: the one that fell
 on the last chunk of a 25,000-line ingest took 0.13 s, about 0.1 s of it in fsync, with
-nothing left to overlap it. SQLite's documentation suggests checkpoints from a thread of
-their own for this (https://www.sqlite.org/wal.html, "Application-Initiated
-Checkpoints"), and the `sqlite3` module has no WAL hook to start one, so the bulk writer
-(a chunk of results) reports the bytes it committed (`wrote`) and, past `every` bytes
-since the last start, a PASSIVE checkpoint runs here on a connection of its own. PASSIVE
-copies what was committed when it starts and takes no lock a writer needs; once it has
-caught up, the next write transaction starts the WAL again from its top.
+nothing left to overlap it. SQLite's documentation allows for running "checkpoints
+during idle moments or in a separate thread or process" (https://www.sqlite.org/wal.html,
+"Automatic Checkpoint"), and the `sqlite3` module has no WAL hook to start one, so the
+bulk writer (a chunk of results) reports the bytes it committed (`wrote`) and, past
+`every` bytes since the last start, a PASSIVE checkpoint runs here on a connection of
+its own. PASSIVE copies what was committed when it starts and takes no lock a writer
+needs; once it has caught up, the next write transaction starts the WAL again from its
+top.
 
 The writer's autocheckpoint stays, as the safety net for the writes nobody reports and
 for a checkpoint that falls behind. Two checkpoints never wait for each other: the second

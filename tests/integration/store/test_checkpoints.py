@@ -105,7 +105,7 @@ async def test_stored_results_are_checkpointed_behind_the_writer(
     clock: FakeClock, tmp_path: Path
 ) -> None:
     """Result chunks on a SQLite store report their bytes: past the threshold the WAL is
-    checkpointed in the background, and the store's close waits for it."""
+    checkpointed in the background, every committed frame, the rows intact."""
     store = await Store.open(f"sqlite:///{tmp_path}/kiln.db", clock=clock)
     try:
         assert store.checkpoints is not None
