@@ -768,16 +768,17 @@ def report(rows: list[Row], downloads: list[Generated]) -> None:
     targets(rows)
 
 
-def paired(base: Row, ours: Row) -> tuple[float, str]:
-    """How many times faster `ours` ran than `base`: the median of the rounds' ratios
-    (the two ran minutes apart at most, one after the other, so the machine's drift
-    between rounds falls on both), and those ratios for the line; the ratio of the
-    median times when the rounds do not pair up (a case missing from a round)."""
-    if len(base.runs) != len(ours.runs) or len(ours.runs) < 2:
-        return base.seconds / ours.seconds, ""
-    ratios = sorted(b / o for b, o in zip(base.runs, ours.runs, strict=True))
-    shown = ", ".join(f"{b / o:.2f}" for b, o in zip(base.runs, ours.runs, strict=True))
-    return ratios[len(ratios) // 2], f" (rounds {shown})"
+def paired(base: list[float], ours: list[float]) -> tuple[float, str]:
+    """How many times faster `ours` ran than `base`, from each one's run times round by
+    round: the median of the rounds' ratios (the two ran minutes apart at most, one after
+    the other, so the machine's drift between rounds falls on both), and those ratios for
+    the line; the ratio of the median times when the rounds do not pair up (a case
+    missing from a round)."""
+    if len(base) != len(ours) or len(ours) < 2:
+        return sorted(base)[len(base) // 2] / sorted(ours)[len(ours) // 2], ""
+    ratios = [b / o for b, o in zip(base, ours, strict=True)]
+    shown = ", ".join(f"{x:.2f}" for x in ratios)
+    return sorted(ratios)[len(ratios) // 2], f" (rounds {shown})"
 
 
 def targets(rows: list[Row]) -> None:
@@ -796,10 +797,10 @@ def targets(rows: list[Row]) -> None:
             r = by.get((size, case))
             if r is None:
                 continue
-            ratio, rounds = paired(common, r)
+            ratio, rounds = paired(common.runs, r.runs)
             line = f"  {size:>7,} {case}: {ratio:.2f}x common{rounds} (>= 1.0x) {met(ratio >= 1.0)}"
             if case == "ours-sqlite" and floor is not None:
-                share, rounds = paired(floor, r)
+                share, rounds = paired(floor.runs, r.runs)
                 line += f"; {share:.0%} of min-sqlite{rounds} (>= 85%) {met(share >= 0.85)}"
             if case == "ours-postgres":
                 close = r.phases.get("close", 0.0) / r.seconds

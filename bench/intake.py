@@ -46,7 +46,7 @@ from pathlib import Path
 from typing import Any
 
 import orjson
-from ingest import MB, POSTGRES_URL, Phases, _postgres_schema
+from ingest import MB, POSTGRES_URL, Phases, _postgres_schema, paired
 from input_memory import make_file
 
 from batchkiln.clock import FakeClock
@@ -361,7 +361,7 @@ def report(results: dict[tuple[int, str], dict[str, Any]]) -> None:
         if not ours:
             continue
         for mb, r in ours:
-            ratio, rounds = _paired(results[(mb, "common")], r)
+            ratio, rounds = paired(results[(mb, "common")]["all_seconds"], r["all_seconds"])
             if mb == TARGET_MB:
                 print(
                     f"  intake {store} {mb} MB >= 1.0x common: {ratio:.2f}x{rounds}"
@@ -379,17 +379,6 @@ def report(results: dict[tuple[int, str], dict[str, Any]]) -> None:
                 f"  intake {store} peak RSS {ours[0][0]} -> {ours[-1][0]} MB grows < 10%:"
                 f" {small:.1f} -> {large:.1f} MB ({growth:+.0%}) {_met(growth < 0.10)}"
             )
-
-
-def _paired(base: dict[str, Any], ours: dict[str, Any]) -> tuple[float, str]:
-    """How many times faster `ours` ran than `base`: the median of the rounds' ratios
-    (see bench/ingest.py `paired`), and those ratios for the line."""
-    b_runs, o_runs = base["all_seconds"], ours["all_seconds"]
-    if len(b_runs) != len(o_runs) or len(o_runs) < 2:
-        return float(base["seconds"] / ours["seconds"]), ""
-    ratios = [b / o for b, o in zip(b_runs, o_runs, strict=True)]
-    shown = ", ".join(f"{x:.2f}" for x in ratios)
-    return sorted(ratios)[len(ratios) // 2], f" (rounds {shown})"
 
 
 def _met(ok: bool) -> str:
