@@ -14,15 +14,17 @@ case in a fresh subprocess (so the RSS high-water mark is the case's own):
   min-sqlite   the least a durable intake can do on SQLite: one pass, orjson.loads,
                the body re-encoded, stdlib sqlite3 executemany into one table with
                the columns and indexes of `requests` and the body (the store has the
-               bodies in a table of their own: migration 0012), 2,000 rows a
-               transaction; no validation beyond custom_id, no estimate, no shards
+               bodies in a table of their own: migration 0012), 2,000 rows a call, all
+               in one transaction (the plain way to store a Job whole or not at all);
+               no validation beyond custom_id, no estimate, no shards
   min-postgres the same with asyncpg's COPY (copy_records_to_table), one transaction
   ours-*       the real `Kiln.submit` on a fresh store: one read of the file that
                validates (every check; duplicates by the store's unique index),
-               fingerprints, plans shards, estimates and stores each request in the
-               Job's transaction, then the key, the budget check and the commit
+               fingerprints, plans shards, estimates and commits the requests a chunk
+               at a time (no reader sees them before the Job is published), then the
+               key, the budget check and the transaction that publishes the Job
                (phases: `stream` until the last request row is written, `close` the
-               rest: the commit, SQLite's checkpoint and the store's close included)
+               rest: the publishing, and the store's close with its last checkpoint)
 
 Every case runs `--repeat` times (5), in rounds that interleave the cases; the table shows
 the median run of each (all run times are listed under it) and the highest peak. The
@@ -121,7 +123,7 @@ def case_min_sqlite(path: Path, db: str) -> int:
     sql = f"INSERT INTO floor_requests ({', '.join(FLOOR_COLUMNS)}) VALUES ({marks})"
     rows: list[tuple[Any, ...]] = []
     count = 0
-    con.execute("BEGIN IMMEDIATE")  # one job: one transaction, as a real intake
+    con.execute("BEGIN IMMEDIATE")  # one job: one transaction
     for row in _floor_rows(path):
         rows.append(row)
         if len(rows) >= CHUNK:

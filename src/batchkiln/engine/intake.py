@@ -1,10 +1,11 @@
 """A request file becomes a Job: read once, stored as it is validated.
 
 One pass (`intake.RequestPass`) checks, normalises, fingerprints, plans and estimates
-each request, and a draft (`store/drafts.py`) writes it in the Job's transaction while
-the next ones are read. At the end of the file the Job's key, batches and estimate are
-known: the key is looked up, the budget checked, and the draft finished and committed.
-Anything else rolls the whole transaction back, so a Job is stored whole or not at all:
+each request, and a draft (`store/drafts.py`) commits it, where no reader looks yet,
+while the next ones are read. At the end of the file the Job's key, batches and
+estimate are known: the key is looked up, the budget checked, and the Job published in
+one transaction. Anything else deletes what the draft wrote, so a Job is published whole
+or not at all (a crash leaves rows that nothing shows, swept later):
 
 - a bad line stops the pass (and a custom_id seen twice stops the store's unique
   index); the file is then read again by `validate_file`, which reports every bad line
@@ -12,8 +13,8 @@ Anything else rolls the whole transaction back, so a Job is stored whole or not 
 - the key already names a Job: that Job is returned (KeyConflict if its content
   differs); a user key found before reading is checked by a validating read alone,
   so a resubmission stores nothing;
-- a budget refusal is audited after the rollback (on SQLite the audit's own write
-  would wait on the draft's).
+- a budget refusal is audited once the draft is left (on SQLite the audit's own write
+  would wait on the draft's transaction).
 
 With a global budget the admission lock is held around the whole draft: the check and
 the commit of what it admits must be one step, and taking the lock before the store's

@@ -301,6 +301,7 @@ class Worker:
         self._last_housekeeping = now
         await self.kiln.store.webhooks.reap()
         await self.kiln.store.batches.clear_expired_done_leases()
+        await self.kiln.store.jobs.sweep_drafts()
 
 
 __all__ = ["Worker"]

@@ -58,10 +58,10 @@ class Store:
     def __init__(self, engine: AsyncEngine, clock: Clock) -> None:
         self.engine = engine
         self.clock = clock
-        self.jobs = JobRepository(engine, clock)
-        self.batches = BatchRepository(engine, clock)
         # SQLite: bulk writes are checkpointed in the background (None elsewhere)
         self.checkpoints = WalCheckpointer.for_url(engine.url)
+        self.jobs = JobRepository(engine, clock, self.checkpoints)
+        self.batches = BatchRepository(engine, clock)
         self.ledger = Ledger(engine, clock, self.checkpoints)
         self.audit = AuditLog(engine, clock)
         self.webhooks = WebhookInbox(engine, clock)

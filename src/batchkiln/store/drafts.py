@@ -1,15 +1,30 @@
-"""A Job written in one transaction while its request file is read.
+"""A Job written while its request file is read: its rows committed as they come, the
+Job published whole at the end.
 
 `Kiln.submit` reads a request file once: each request is stored as soon as it is
 validated, so the Job's key (which may derive from the content fingerprint), its
-batches' keys and sizes, and its estimate are known only at the end. The draft opens
-the transaction with a provisional job row and a provisional batch row per shard (so
-every request row's references hold as it is written), streams the request rows and
-their bodies (a table of their own) in by the store's bulk path, and `finish` gives
-those rows their real keys, counts and events, then commits. No reader ever sees a
-provisional row: they exist only inside the uncommitted transaction (PostgreSQL's
-snapshots, SQLite's WAL readers), and leaving the draft without `finish` (a bad line,
-a refused budget, a key already taken, a crash) rolls every row back.
+batches' keys and sizes, and its estimate are known only at the end. A draft
+
+1. registers itself: a mark in `job_drafts` (store/unpublished.py), committed;
+2. commits the request rows and their bodies (a table of their own) a chunk at a time,
+   by the store's bulk path, under the Job's id and the batch id it chose for each shard.
+   No job or batch row has those ids yet, and every reader of `requests` and
+   `request_bodies` goes through a job or a batch, so nothing sees them;
+3. `finish`es in one transaction, with the reads its caller made for the key and the
+   budget (`connection`): claims its mark (gone: the draft was swept, so nothing is
+   published), then inserts the job, its batches, their keys, the events and the
+   estimate. The commit publishes the Job whole.
+
+Leaving a draft without `finish` (a bad line, a custom_id twice, a key already taken, a
+refused budget, any error) deletes its rows. A crash or a kill leaves them, with a mark
+nobody touches any more, for the sweep (store/unpublished.py), at the start of every
+draft and in the worker's housekeeping.
+
+Why not one transaction, as before migration 0013: SQLite checkpoints only committed
+pages, so the whole file's WAL (~250 MB for 200 MB of requests) was synced and copied
+after everything else, at the commit, and the one write lock was held for the whole
+read, stalling every other writer of the file. Committed as they come, the chunks are
+checkpointed in the background (store/checkpoints.py) while the file is still read.
 
 One chunk of rows is written while the next is read, on both stores: PostgreSQL's
 COPY runs in the server's process, SQLite's packed INSERT (store/bulk.py) in one
@@ -20,6 +35,7 @@ since a task only runs when the loop yields, and holds at most two chunks.
 from __future__ import annotations
 
 import asyncio
+import logging
 import sqlite3
 import uuid
 from collections.abc import AsyncIterator, Iterable, Sequence
@@ -27,17 +43,22 @@ from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from typing import Any, Protocol
 
-from sqlalchemy import insert, update
+from sqlalchemy import insert
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
+from batchkiln.clock import Clock
 from batchkiln.errors import StoreError
 from batchkiln.lifecycle import State
 from batchkiln.store.audit import append_event
 from batchkiln.store.bulk import insert_together
+from batchkiln.store.checkpoints import WalCheckpointer
 from batchkiln.store.costs import NewEstimate, write_estimates
 from batchkiln.store.tables import batches, idempotency_keys, jobs, request_bodies, requests
 from batchkiln.store.transitions import BATCHES, JOBS, initial_state
+from batchkiln.store.unpublished import TOUCH_EVERY, claim, delete_rows, register, sweep, touch
+
+log = logging.getLogger(__name__)
 
 # A chunk is written when it holds CHUNK rows or CHUNK_BYTES of bodies. Every chunk
 # costs the writing thread two waits for the GIL (up to a switch interval, 5 ms, each,
@@ -53,6 +74,9 @@ from batchkiln.store.transitions import BATCHES, JOBS, initial_state
 CHUNK = 10_000
 CHUNK_BYTES = {"sqlite": 3 << 20, "postgresql": 8 << 20}
 _YIELD_EVERY = 128  # rows read between two turns given to the chunk being written
+# rows read between two looks at the clock (a multiple of it divides _YIELD_EVERY): a
+# read slower than 16 rows in STALE_AFTER - TOUCH_EVERY would be taken for dead
+_CLOCK_EVERY = 16
 REQUEST_COLUMNS = ("job_id", "seq", "custom_id", "line", "batch_id", "attempts")
 BODY_COLUMNS = ("job_id", "seq", "body")
 
@@ -129,31 +153,38 @@ class JobDraft:
         conn: AsyncConnection,
         *,
         job_id: str,
-        now: float,
+        clock: Clock,
+        checkpoints: WalCheckpointer | None,
         provider: str,
         source: str | None,
+        options: dict[str, Any],
         worker: str | None,
     ) -> None:
         self.job_id = job_id
         self._conn = conn
-        self._now = now
+        self._clock = clock
+        self._checkpoints = checkpoints
+        self._now = self._touched = clock.now()  # the Job's created_at
         self._provider = provider
         self._source = source
+        self._options = options
         self._worker = worker
-        self._batch_ids: list[str] = []
+        self._batch_ids: list[str] = []  # the batch id chosen for each shard
         self._written: list[int] = []  # request rows written, by shard
         self.finished = False
 
     @property
     def connection(self) -> AsyncConnection:
-        """The draft's transaction, for reads made while it is open (on SQLite another
-        connection would wait behind its write lock; see store.database.reading)."""
+        """The connection whose transaction `finish` publishes in: the caller's reads
+        for the key and the budget go through it, so they and the publishing are one
+        step (on SQLite its first statement takes the write lock; see
+        store.database.reading)."""
         return self._conn
 
     async def write_requests(self, rows: Iterable[DraftRow]) -> None:
-        """Every row of `rows`, a chunk at a time, in the draft's transaction; raises
+        """Every row of `rows`, a chunk at a time, each chunk committed; raises
         RowsRefused when the store refuses a chunk, and whatever `rows` raises."""
-        job_id, batch_ids, written = self.job_id, self._batch_ids, self._written
+        job_id, batch_ids, written, clock = self.job_id, self._batch_ids, self._written, self._clock
         cap = CHUNK_BYTES[self._conn.dialect.name]
         chunk: list[tuple[Any, ...]] = []
         bodies: list[tuple[Any, ...]] = []
@@ -161,11 +192,10 @@ class JobDraft:
         writing: asyncio.Task[None] | None = None
         try:
             for r in rows:
-                if r.shard >= len(batch_ids):  # a new shard: its batch row comes first
-                    if writing is not None:
-                        await writing
-                        writing = None
-                    await self._provisional_batch(r.shard)
+                if r.shard >= len(batch_ids):  # a new shard: its batch id, for `finish`
+                    if r.shard != len(batch_ids):
+                        raise ValueError(f"shard {r.shard} before shard {len(batch_ids)}")
+                    batch_ids.append(new_id("bat"))
                     written.append(0)
                 written[r.shard] += 1
                 body = _exact(r.canonical)
@@ -173,52 +203,62 @@ class JobDraft:
                 seq = r.seq
                 chunk.append((job_id, seq, r.custom_id, r.line, batch_ids[r.shard], 0))
                 bodies.append((job_id, seq, body))
-                if writing is not None and not len(chunk) % _YIELD_EVERY:
-                    await asyncio.sleep(0)  # a turn for the chunk being written
-                if len(chunk) >= CHUNK or size >= cap:
+                slow = False
+                if not len(chunk) % _CLOCK_EVERY:
+                    if writing is not None and not len(chunk) % _YIELD_EVERY:
+                        await asyncio.sleep(0)  # a turn for the chunk being written
+                    # a slow read writes what it has, and the write touches the mark
+                    slow = clock.now() - self._touched >= TOUCH_EVERY
+                if slow or len(chunk) >= CHUNK or size >= cap:
                     if writing is not None:
                         await writing
-                    writing = asyncio.create_task(self._write(chunk, bodies))
+                        writing = None
+                    if slow:  # no hurry: written, and the mark touched, before reading on
+                        await self._write(chunk, bodies)
+                    else:
+                        writing = asyncio.create_task(self._write(chunk, bodies))
                     chunk, bodies, size = [], [], 0
             if writing is not None:
                 await writing
                 writing = None
-            await self._write(chunk, bodies)
+            if chunk:
+                await self._write(chunk, bodies)
         finally:
             if writing is not None:
                 # `rows` failed (a bad line): let the chunk in flight end before the
-                # transaction rolls back around it
+                # draft deletes its rows
                 await asyncio.wait([writing])
                 if not writing.cancelled():
                     writing.exception()  # retrieved: the error raised is the first one
 
     async def _write(self, chunk: list[tuple[Any, ...]], bodies: list[tuple[Any, ...]]) -> None:
+        """One chunk, committed: on PostgreSQL its two COPYs in a transaction; on SQLite
+        each packed statement commits itself on the driver (a transaction around them
+        would cost the driver's thread two more waits for the GIL per chunk)."""
+        conn = self._conn
         parts = [(requests, REQUEST_COLUMNS, chunk), (request_bodies, BODY_COLUMNS, bodies)]
+        nbytes = sum(len(b[2]) for b in bodies)
         try:
-            await insert_together(self._conn, parts, consume=True)
+            if conn.dialect.name == "postgresql":
+                async with conn.begin():
+                    await insert_together(conn, parts, consume=True)
+            else:
+                await insert_together(conn, parts, consume=True)
         except Exception as exc:
             if _unique_violation(exc):
                 raise RowsRefused(str(exc).splitlines()[0]) from exc
             raise
+        if self._checkpoints is not None:  # committed: its pages are in the WAL
+            self._checkpoints.wrote(nbytes)
+        if self._clock.now() - self._touched >= TOUCH_EVERY:
+            await self._touch()
 
-    async def _provisional_batch(self, shard: int) -> None:
-        """A batch row for `shard` with a placeholder key and tag (both unique, as the
-        schema wants; real tags are 8 characters, these 16), given its own at `finish`."""
-        if shard != len(self._batch_ids):
-            raise ValueError(f"shard {shard} before shard {len(self._batch_ids)}")
-        batch_id = new_id("bat")
-        await self._conn.execute(
-            insert(batches).values(
-                **batch_values(self.job_id, None, f"draft:{batch_id}", batch_id[4:20], shard, 1),
-                id=batch_id,
-                request_count=0,
-                wire_bytes=0,
-                next_check_at=self._now,
-                created_at=self._now,
-                updated_at=self._now,
-            )
-        )
-        self._batch_ids.append(batch_id)
+    async def _touch(self) -> None:
+        """A sign of life on the draft's mark (DraftSwept if it has gone)."""
+        now = self._clock.now()
+        async with self._conn.begin():
+            await touch(self._conn, self.job_id, now)
+        self._touched = now
 
     async def finish(
         self,
@@ -231,8 +271,9 @@ class JobDraft:
         new_batches: list[NewBatch],
         estimate: JobEstimate | None,
     ) -> None:
-        """Give the Job and its batches their keys and sizes, record the events and the
-        estimate; the draft commits on leaving. KeyTaken if `key` is committed already."""
+        """Insert the Job, its batches and their keys, the events and the estimate, in
+        the transaction of `connection`, which the draft commits on leaving. KeyTaken if
+        `key` is committed already; DraftSwept if the draft's rows were swept."""
         conn, now, worker, job_id = self._conn, self._now, self._worker, self.job_id
         # what was written must be the plan, shard by shard: the check the bulk tables'
         # foreign keys would have made row by row (migration 0011), and more
@@ -241,6 +282,9 @@ class JobDraft:
             range(len(planned))
         ):
             raise ValueError(f"request rows written by shard {self._written}, planned {planned}")
+        # first: a sweep that comes later finds no row, and one that came earlier took
+        # the rows with it
+        await claim(conn, job_id)
         try:
             async with conn.begin_nested():  # a savepoint: PostgreSQL aborts on a conflict
                 await conn.execute(
@@ -255,26 +299,32 @@ class JobDraft:
         except IntegrityError:
             raise KeyTaken(key) from None
         await conn.execute(
-            update(jobs)
-            .where(jobs.c.id == job_id)
-            .values(
+            insert(jobs).values(
+                id=job_id,
                 key=key,
                 fingerprint=fingerprint,
+                provider=self._provider,
                 model=model,
                 endpoint=endpoint,
+                source=self._source,
                 request_count=request_count,
+                options=self._options,
+                **initial_state(JOBS),
+                created_at=now,
+                updated_at=now,
             )
         )
         for nb in new_batches:
             batch_id = self._batch_ids[nb.shard]
             await conn.execute(
-                update(batches)
-                .where(batches.c.id == batch_id)
-                .values(
-                    key=nb.key,
-                    tag=nb.tag,
+                insert(batches).values(
+                    **batch_values(job_id, None, nb.key, nb.tag, nb.shard, 1),
+                    id=batch_id,
                     request_count=nb.stop - nb.start,
                     wire_bytes=nb.wire_bytes,
+                    next_check_at=now,
+                    created_at=now,
+                    updated_at=now,
                 )
             )
             await conn.execute(
@@ -341,42 +391,50 @@ def batch_values(
 async def open_draft(
     engine: AsyncEngine,
     *,
-    now: float,
+    clock: Clock,
+    checkpoints: WalCheckpointer | None,
     provider: str,
     source: str | None,
     options: dict[str, Any],
     worker: str | None,
 ) -> AsyncIterator[JobDraft]:
-    """A JobDraft in a new transaction: committed if the body `finish`ed it and left
-    normally, rolled back otherwise."""
+    """A registered JobDraft (stale drafts swept first): published if the body
+    `finish`ed it and left normally, its rows deleted otherwise."""
     job_id = new_id("job")
     async with engine.connect() as conn:
-        transaction = await conn.begin()
+        async with conn.begin():
+            now = clock.now()
+            await sweep(conn, now)
+            await register(conn, job_id, worker, now)
+        draft = JobDraft(
+            conn,
+            job_id=job_id,
+            clock=clock,
+            checkpoints=checkpoints,
+            provider=provider,
+            source=source,
+            options=options,
+            worker=worker,
+        )
         try:
-            await conn.execute(
-                insert(jobs).values(
-                    id=job_id,
-                    key=f"draft:{job_id}",
-                    fingerprint="",
-                    provider=provider,
-                    model="",
-                    endpoint="",
-                    source=source,
-                    request_count=0,
-                    options=options,
-                    **initial_state(JOBS),
-                    created_at=now,
-                    updated_at=now,
-                )
-            )
-            draft = JobDraft(
-                conn, job_id=job_id, now=now, provider=provider, source=source, worker=worker
-            )
             yield draft
+            if draft.finished:
+                await conn.commit()
+                return
         except BaseException:
-            await transaction.rollback()
+            await _discard(conn, job_id)
             raise
-        if draft.finished:
-            await transaction.commit()
-        else:
-            await transaction.rollback()
+        await _discard(conn, job_id)
+
+
+async def _discard(conn: AsyncConnection, job_id: str) -> None:
+    """Roll the draft's open transaction back and delete its rows, on its own connection
+    (a second one per draft could exhaust the pool, many drafts each waiting for one);
+    if that fails too (the database has gone), they are left for the sweep, and the
+    caller's error stands."""
+    try:
+        await conn.rollback()
+        async with conn.begin():
+            await delete_rows(conn, job_id)
+    except Exception as exc:
+        log.warning("the rows of draft %s are left for the sweep: %s", job_id, exc)

@@ -1,8 +1,9 @@
 """Jobs and their idempotency keys.
 
-Creating a Job is one transaction: the key row (the guard), the job, every
-request of the ledger and the first batches. Either all of it is stored or
-none, and a second caller with the same key gets the first caller's Job.
+Creating a Job publishes it in one transaction: the key row (the guard), the job and
+its first batches, over the request rows its draft committed as it read them (see
+store/drafts.py). Either the Job is published whole or its rows are deleted, and a
+second caller with the same key gets the first caller's Job.
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ from batchkiln.errors import NotFound
 from batchkiln.intake import KeyConflict
 from batchkiln.lifecycle import JobEvent, JobState
 from batchkiln.store.audit import append_event
+from batchkiln.store.checkpoints import WalCheckpointer
 from batchkiln.store.database import reading
 from batchkiln.store.drafts import (
     JobDraft,
@@ -34,6 +36,7 @@ from batchkiln.store.drafts import (
 from batchkiln.store.rows import JobRow, from_row
 from batchkiln.store.tables import batches, idempotency_keys, jobs, requests
 from batchkiln.store.transitions import JOBS, move
+from batchkiln.store.unpublished import sweep
 
 KEY_RETENTION_SECONDS = 30 * 86400  # published in the README; the reaper deletes after
 
@@ -72,9 +75,12 @@ def _shards(new_batches: list[NewBatch]) -> Callable[[int], int]:
 
 
 class JobRepository:
-    def __init__(self, engine: AsyncEngine, clock: Clock) -> None:
+    def __init__(
+        self, engine: AsyncEngine, clock: Clock, checkpoints: WalCheckpointer | None = None
+    ) -> None:
         self._engine = engine
         self._clock = clock
+        self._checkpoints = checkpoints
 
     async def create(
         self,
@@ -93,8 +99,8 @@ class JobRepository:
         estimate: JobEstimate | None = None,
     ) -> tuple[JobRow, bool]:
         """Store a new Job whose plan is known (its rows, shards and key), or return the
-        existing one for `key` (created=False). One transaction, by way of a draft (see
-        store/drafts.py, which `Kiln.submit` drives while it reads the file).
+        existing one for `key` (created=False), by way of a draft (see store/drafts.py,
+        which `Kiln.submit` drives while it reads the file).
 
         Its estimate is written in the same transaction, so a Job never exists without
         the estimate its budget counts. Raises KeyConflict when `key` is already taken
@@ -136,12 +142,19 @@ class JobRepository:
         """A Job written while its requests are read (see store/drafts.py)."""
         return open_draft(
             self._engine,
-            now=self._clock.now(),
+            clock=self._clock,
+            checkpoints=self._checkpoints,
             provider=provider,
             source=source,
             options=options,
             worker=worker,
         )
+
+    async def sweep_drafts(self) -> list[str]:
+        """Delete the rows of every draft silent for drafts.STALE_AFTER (a submission
+        that died); the draft ids swept."""
+        async with self._engine.begin() as conn:
+            return await sweep(conn, self._clock.now())
 
     async def key_taken(self, key: str) -> bool:
         """Whether a Job's idempotency key row exists for `key`."""

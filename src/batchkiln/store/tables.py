@@ -125,6 +125,17 @@ request_bodies = Table(
     Column("body", LargeBinary, nullable=False),  # orjson of the vendor body
 )
 
+# A Job being written (store/drafts.py): its request rows are committed as they are
+# read, under an id no job row has yet; a draft silent for too long is swept with them
+job_drafts = Table(
+    "job_drafts",
+    metadata,
+    Column("job_id", String(40), primary_key=True),
+    Column("worker", String(100), nullable=True),
+    Column("started_at", Float, nullable=False),
+    Column("touched_at", Float, nullable=False),  # its last sign of life
+)
+
 results = Table(
     "results",
     metadata,

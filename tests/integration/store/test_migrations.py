@@ -128,6 +128,47 @@ async def test_0012_moves_request_bodies_to_their_own_table_and_back(store: Stor
     assert (await store.ledger.job_counts(job.id)) == {"pending": 5}
 
 
+async def test_0013_adds_job_drafts_and_its_downgrade_drops_open_drafts_rows(
+    store: Store,
+) -> None:
+    """`job_drafts` comes and goes; a downgrade deletes the rows of drafts still open
+    (they have no job) and keeps every published Job's."""
+    from alembic import command
+
+    from batchkiln.store.database import alembic_config, migrate
+
+    from .helpers import make_job
+
+    job = await make_job(store, n=3)
+    async with store.engine.begin() as conn:
+        await conn.execute(
+            text(
+                "INSERT INTO job_drafts (job_id, worker, started_at, touched_at)"
+                " VALUES ('job_open', NULL, 1, 1)"
+            )
+        )
+        await conn.execute(
+            text(
+                "INSERT INTO requests (job_id, seq, custom_id, line, batch_id, attempts)"
+                " VALUES ('job_open', 0, 'a', 1, 'bat_x', 0)"
+            )
+        )
+        await conn.execute(
+            text("INSERT INTO request_bodies (job_id, seq, body) VALUES ('job_open', 0, :b)"),
+            {"b": b"{}"},
+        )
+    async with store.engine.begin() as conn:
+        await conn.run_sync(lambda c: command.downgrade(alembic_config(c), "0012"))
+    async with store.engine.connect() as conn:
+        assert not await conn.run_sync(lambda c: inspect(c).has_table("job_drafts"))
+        left = (await conn.execute(text("SELECT DISTINCT job_id FROM requests"))).scalars().all()
+        bodies = (await conn.execute(text("SELECT count(*) FROM request_bodies"))).scalar_one()
+    assert left == [job.id] and bodies == 3
+    await migrate(store.engine)
+    assert await store.jobs.sweep_drafts() == []
+    assert (await store.ledger.job_counts(job.id)) == {"pending": 3}
+
+
 def test_stores_opened_at_once_in_threads_all_migrate(tmp_path: Path) -> None:
     """Alembic's proxies are process-wide: four stores opened in four threads at once
     each end at head (they once ran each other's operations and failed or hung)."""
