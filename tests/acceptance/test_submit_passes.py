@@ -14,16 +14,19 @@ from sqlalchemy import func, select
 import batchkiln.engine.intake as intake_module
 import batchkiln.store.drafts as drafts_module
 from batchkiln import BudgetExceeded, FileChanged, InputError, JobOptions, RetryPolicy, State
+from batchkiln.engine.worker import Worker
 from batchkiln.intake.sharding import PROVIDER_LIMITS, Limits
 from batchkiln.store.tables import (
     audit_events,
     batches,
     estimates,
     idempotency_keys,
+    job_drafts,
     jobs,
     request_bodies,
     requests,
 )
+from batchkiln.store.unpublished import STALE_AFTER
 
 from .conftest import MODELS, Env, write_requests
 
@@ -36,7 +39,7 @@ async def _count(env: Env, table: Any) -> int:
 
 
 async def _nothing_stored(env: Env) -> bool:
-    tables = (jobs, batches, requests, request_bodies, estimates, idempotency_keys)
+    tables = (jobs, batches, requests, request_bodies, estimates, idempotency_keys, job_drafts)
     return [await _count(env, t) for t in tables] == [0] * len(tables)
 
 
@@ -177,6 +180,37 @@ async def test_a_crash_mid_stream_leaves_nothing_and_a_rerun_stores_every_row(
     assert await _count(env, requests) == 3 * CHUNK + 5
     assert await _count(env, request_bodies) == 3 * CHUNK + 5
     assert await env.store.ledger.job_counts(job.id) == {"pending": 3 * CHUNK + 5}
+
+
+async def test_rows_a_killed_submission_left_are_swept_by_a_workers_housekeeping(
+    env: Env, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A submission that dies with chunks committed (and no clean-up: the process is
+    gone) shows no Job; a worker's housekeeping deletes its rows once they are stale."""
+    path = write_requests(env.tmp / "in.jsonl", 2 * CHUNK + 5)
+    real = drafts_module.insert_together
+    calls: list[int] = []
+
+    async def dies_on_the_second_chunk(*args: Any, **kwargs: Any) -> None:
+        calls.append(1)
+        if len(calls) == 2:
+            raise ConnectionResetError("the process died")
+        await real(*args, **kwargs)
+
+    async def gone(*args: Any) -> None:
+        return None  # a dead process deletes nothing
+
+    monkeypatch.setattr(drafts_module, "insert_together", dies_on_the_second_chunk)
+    monkeypatch.setattr(drafts_module, "_discard", gone)
+    with pytest.raises(ConnectionResetError):
+        await env.kiln.submit(path, provider="openai", model=MODELS["openai"])
+    monkeypatch.undo()
+    assert await env.store.jobs.list() == [] and await _count(env, requests) == CHUNK
+    await Worker(env.kiln).run(max_steps=0)  # housekeeping: not stale yet
+    assert await _count(env, requests) == CHUNK
+    env.clock.advance(STALE_AFTER + 1)
+    await Worker(env.kiln).run(max_steps=0)
+    assert await _nothing_stored(env)
 
 
 async def test_a_refused_budget_stores_nothing_and_audits_the_refusal(env: Env) -> None:
