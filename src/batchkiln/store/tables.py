@@ -102,8 +102,9 @@ batches = Table(
 requests = Table(
     "requests",
     metadata,
-    # no per-row foreign keys on the bulk tables (migration 0011): their writers hold
-    # the parents in the same transaction and check counts against the plan instead
+    # no per-row foreign keys on the bulk tables (migration 0011): their writers check
+    # counts against the plan instead (a Job's draft inserts its job and batch rows after
+    # their requests, when it publishes them: store/drafts.py)
     Column("job_id", String(40), primary_key=True),
     Column("seq", Integer, primary_key=True),  # input order, 0-based
     Column("custom_id", Text, nullable=False),
@@ -116,7 +117,7 @@ requests = Table(
     UniqueConstraint("job_id", "custom_id", name="uq_requests_job_id_custom_id"),
 )
 
-# What each request asks the vendor: written once, at intake, in the Job's transaction
+# What each request asks the vendor: written once, at intake, beside its ledger row
 request_bodies = Table(
     "request_bodies",
     metadata,
